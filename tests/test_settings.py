@@ -1,0 +1,103 @@
+"""Settings: shipped file valid and fully documented; bad values fail with key, value, allowed."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from daemon.settings import SHIPPED_SETTINGS, Settings, SettingsError, load_settings
+
+
+def _leaf_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, field in model.model_fields.items():
+        if field.exclude:
+            continue
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += _leaf_paths(ann, f"{prefix}{name}.")
+        else:
+            out.append(prefix + name)
+    return out
+
+
+def test_shipped_settings_equal_defaults():
+    s = load_settings(SHIPPED_SETTINGS, environ={})
+    assert s.model_dump() == Settings().model_dump()
+
+
+def test_every_knob_is_in_the_shipped_file_with_a_comment():
+    text = SHIPPED_SETTINGS.read_text()
+    data = yaml.safe_load(text)
+    lines = text.splitlines()
+    for path in _leaf_paths(Settings):
+        node = data
+        for key in path.split("."):
+            assert isinstance(node, dict) and key in node, f"{path} missing from settings.yaml"
+            node = node[key]
+        pos = 0  # find the key's own line: walk down the sections, each indented 2 more
+        for depth, key in enumerate(path.split(".")):
+            pat = re.compile(rf"^{' ' * 2 * depth}{key}:")
+            pos = next(i for i in range(pos, len(lines)) if pat.match(lines[i]))
+        assert lines[pos - 1].strip().startswith("#") or "#" in lines[pos], (
+            f"{path} has no comment in settings.yaml"
+        )
+
+
+def test_config_flag_and_env_var(tmp_path, monkeypatch):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("asr:\n  beam_size: 2\n")
+    assert load_settings(cfg, environ={}).asr.beam_size == 2
+    monkeypatch.setenv("MINUTESD_CONFIG", str(cfg))
+    assert load_settings(None, environ={}).asr.beam_size == 2
+
+
+def test_env_overrides_are_typed():
+    s = load_settings(SHIPPED_SETTINGS, environ={
+        "MINUTESD__ASR__BEAM_SIZE": "1",
+        "MINUTESD__DIARIZATION__BACKEND": "pyannote",
+        "MINUTESD__ASR__OPENAI__BASE_URL": "http://127.0.0.1:9/v1",
+        "UNRELATED": "x",
+    })
+    assert s.asr.beam_size == 1
+    assert s.diarization.backend == "pyannote"
+    assert s.asr.openai.base_url == "http://127.0.0.1:9/v1"
+
+
+def test_bad_choice_names_key_value_and_allowed(tmp_path):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("asr:\n  backend: whisperx\n")
+    with pytest.raises(SettingsError) as e:
+        load_settings(cfg, environ={})
+    msg = str(e.value)
+    assert "asr.backend" in msg and "'whisperx'" in msg
+    assert "faster-whisper" in msg and "openai" in msg
+
+
+def test_bad_number_and_unknown_key_reported_together(tmp_path):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("asr:\n  beam_size: 0\n  beemsize: 3\n")
+    with pytest.raises(SettingsError) as e:
+        load_settings(cfg, environ={})
+    msg = str(e.value)
+    assert "asr.beam_size" in msg and "greater than or equal to 1" in msg
+    assert "asr.beemsize" in msg and "unknown setting" in msg
+
+
+def test_min_max_speakers_consistency(tmp_path):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("diarization:\n  min_speakers: 5\n  max_speakers: 2\n")
+    with pytest.raises(SettingsError, match="min_speakers"):
+        load_settings(cfg, environ={})
+
+
+def test_missing_explicit_file_and_bad_yaml(tmp_path):
+    with pytest.raises(SettingsError, match="not found"):
+        load_settings(tmp_path / "nope.yaml", environ={})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("asr: [unclosed\n")
+    with pytest.raises(SettingsError, match="not valid YAML"):
+        load_settings(bad, environ={})

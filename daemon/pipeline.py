@@ -200,6 +200,47 @@ def _join_text(parts: list[str]) -> str:
     return " ".join(text.split())
 
 
+_SENTENCE_END = (".", "?", "!")
+
+
+def snap_to_sentences(
+    units: list[tuple[float, float, str, str | None]], max_edge_words: int = 3
+) -> list[tuple[float, float, str, str | None]]:
+    """Move speaker changes that fall a word or three inside a sentence to its boundary.
+
+    Whisper's word times drift by a few hundred ms at segment edges, so the first word of a
+    reply ("From marketing, ...") often lands in the previous speaker's turn. Within each
+    sentence, a run of at most ``max_edge_words`` words at its start or end that disagrees
+    with the rest of the sentence is given to the sentence's speaker. Real changes of speaker
+    mid-sentence (interruptions) keep their split, since they leave more than a few words on
+    each side.
+    """
+    out = list(units)
+    start = 0
+    for i, u in enumerate(units + [(0.0, 0.0, ".", None)]):
+        if i < len(units) and not u[2].strip().endswith(_SENTENCE_END):
+            continue
+        end = min(i, len(units) - 1)
+        sent = list(range(start, end + 1))
+        start = i + 1
+        if len(sent) < 2:
+            continue
+        spks = [out[j][3] for j in sent]
+        for edge in ("head", "tail"):
+            seq = sent if edge == "head" else sent[::-1]
+            vals = spks if edge == "head" else spks[::-1]
+            run = 1
+            while run < len(vals) and vals[run] == vals[0]:
+                run += 1
+            rest = len(vals) - run
+            if run <= max_edge_words and rest > run and len(set(vals[run:])) == 1:
+                for j in seq[:run]:
+                    a, b, t, _ = out[j]
+                    out[j] = (a, b, t, vals[run])
+                spks = [out[j][3] for j in sent]
+    return out
+
+
 def assign_speakers(
     transcript: Transcript,
     diarization: Diarization,
@@ -225,6 +266,8 @@ def assign_speakers(
         else:
             units.append((seg.start, seg.end, " " + seg.text.strip(),
                           speaker_at(turns, seg.start, seg.end)))
+    if cfg.strategy == "word" and cfg.snap_to_sentences:
+        units = snap_to_sentences(units)
     out: list[SpeakerSegment] = []
     cur: list[tuple[float, float, str, str | None]] = []
     prev_spk = turns[0].speaker if turns else "SPEAKER_00"

@@ -84,6 +84,7 @@ class DiarizationSettings(_Strict):
 
 class TurnSettings(_Strict):
     strategy: Literal["word", "segment"] = "word"
+    snap_to_sentences: bool = True
     merge_gap_s: float = Field(1.0, ge=0)
     max_turn_s: float = Field(60.0, gt=0)
 

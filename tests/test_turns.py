@@ -76,3 +76,30 @@ def test_renumber_in_order_of_first_speech_and_talk_time():
     assert [s.speaker for s in out] == ["SPEAKER_00", "SPEAKER_01"]
     stats = {s.id: s.talk_time_s for s in speaker_stats(out, dia)}
     assert stats == {"SPEAKER_00": pytest.approx(2.5), "SPEAKER_01": pytest.approx(1.2)}
+
+
+def test_reply_first_word_drifting_into_the_previous_turn_is_snapped_back():
+    # "... with everyone. From marketing, the release is done." — Whisper put "From" 0.2 s
+    # early, inside speaker A's turn; the sentence belongs to B.
+    seg = Segment(0.0, 6.0, "", words([
+        (0.0, 0.5, "Share"), (0.6, 1.0, "with"), (1.1, 1.8, "everyone."),
+        (1.9, 2.1, "From"), (2.4, 2.9, "marketing,"), (3.0, 3.2, "the"), (3.3, 3.8, "release"),
+        (3.9, 4.1, "is"), (4.2, 4.6, "done."),
+    ]))
+    dia = Diarization([SpeakerTurn(0.0, 2.2, "A"), SpeakerTurn(2.3, 5.0, "B")])
+    snapped = assign_speakers(Transcript([seg]), dia, TurnSettings(snap_to_sentences=True))
+    assert [(s.speaker, s.text) for s in snapped] == [
+        ("A", "Share with everyone."), ("B", "From marketing, the release is done.")]
+    raw = assign_speakers(Transcript([seg]), dia, TurnSettings(snap_to_sentences=False))
+    assert raw[0].text == "Share with everyone. From"
+
+
+def test_a_real_interruption_mid_sentence_keeps_its_split():
+    seg = Segment(0.0, 6.0, "", words([
+        (0.0, 0.4, "We"), (0.5, 0.8, "should"), (0.9, 1.2, "really"), (1.3, 1.6, "move"),
+        (2.0, 2.3, "no"), (2.4, 2.7, "wait"), (2.8, 3.1, "let"), (3.2, 3.5, "me"),
+        (3.6, 4.0, "finish."),
+    ]))
+    dia = Diarization([SpeakerTurn(0.0, 1.8, "A"), SpeakerTurn(1.9, 4.5, "B")])
+    out = assign_speakers(Transcript([seg]), dia)
+    assert [s.speaker for s in out] == ["A", "B"]

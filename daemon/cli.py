@@ -114,6 +114,10 @@ def cmd_transcribe(args) -> int:
     except ModelNotAvailable as exc:
         log.error("model not available", error=str(exc))
         return EXIT_ERROR
+    except Exception as exc:  # a backend failed (auth, network, model load): say what, not a trace
+        log.error("transcription failed", error=str(exc), kind=type(exc).__name__,
+                  exc_info=args.verbose)
+        return EXIT_ERROR
     json_path, md_path = write_transcript(result.transcript, Path(args.out))
     tr = result.transcript
     log.info(

@@ -107,3 +107,15 @@ def test_invalid_settings_stop_at_start(tmp_path):
                    MINUTESD__ASR__BEAM_SIZE="0")
     assert proc.returncode == 2
     assert "asr.beam_size" in proc.stderr and "0" in proc.stderr
+
+
+def test_backend_failure_is_a_clear_message_not_a_traceback(tmp_path, dialogue):
+    mp3, _ = dialogue
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "transcribe", str(mp3), "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+        env=dict(env, MINUTESD__ASR__BACKEND="openai", MINUTESD__CACHE_DIR=str(tmp_path / "c")),
+    )
+    assert proc.returncode == 1
+    assert "OPENAI_API_KEY" in proc.stderr and "Traceback" not in proc.stderr

@@ -109,6 +109,62 @@ class SpeakerTranscript:
 Progress = Callable[[str, float, float], None]
 
 
+@dataclass
+class ActionItem:
+    owner: str  # an attendee's name, or "unassigned": never an invented person
+    task: str
+    due: str | None = None
+
+
+@dataclass
+class MeetingFacts:
+    """What the pipeline knows for certain; never asked of the model."""
+
+    date: str  # YYYY-MM-DD
+    duration_s: float
+    attendees: list[str]  # named speakers and roster, in order of first speech
+    speakers: list[Speaker]
+    source: str = ""
+    time: str | None = None  # HH:MM, when known
+
+
+@dataclass
+class Minutes:
+    title: str
+    date: str
+    attendees: list[str]
+    summary: str
+    discussion_points: list[str]
+    decisions: list[str]
+    action_items: list[ActionItem]
+    duration_s: float = 0.0
+    speakers: list[Speaker] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "title": self.title,
+            "date": self.date,
+            "duration_s": round(self.duration_s, 1),
+            "attendees": list(self.attendees),
+            "speakers": [{"id": s.id, "name": s.name, "talk_time_s": round(s.talk_time_s, 1)}
+                         for s in self.speakers],
+            "summary": self.summary,
+            "discussion_points": list(self.discussion_points),
+            "decisions": list(self.decisions),
+            "action_items": [asdict(a) for a in self.action_items],
+        }
+
+
+@dataclass
+class ChatMessage:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+# Token callback for streaming generation: receives each new piece of text.
+TokenSink = Callable[[str], None]
+
+
 # --------------------------------------------------------------------------- stages
 
 
@@ -124,6 +180,32 @@ class Diarizer(Protocol):
     name: str
 
     def diarize(self, audio: Audio, progress: Progress | None = None) -> Diarization: ...
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """An instruction-tuned LLM behind a chat interface (local transformers, or an
+    OpenAI-compatible server). Deterministic unless settings ask for sampling."""
+
+    name: str
+    context_tokens: int
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def chat(
+        self,
+        messages: list[ChatMessage],
+        max_new_tokens: int,
+        json_output: bool = False,
+        on_token: TokenSink | None = None,
+    ) -> str: ...
+
+
+@runtime_checkable
+class MinutesWriter(Protocol):
+    name: str
+
+    def write(self, transcript: SpeakerTranscript, facts: MeetingFacts) -> Minutes: ...
 
 
 class NoDiarizer:

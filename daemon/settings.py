@@ -89,6 +89,34 @@ class TurnSettings(_Strict):
     max_turn_s: float = Field(60.0, gt=0)
 
 
+class OpenAILLMSettings(_Strict):
+    model: str = "gpt-4o-mini"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    max_retries: int = Field(5, ge=0, le=20)
+    timeout_s: float = Field(600.0, gt=0)
+    json_mode: bool = True
+
+
+class LLMSettings(_Strict):
+    backend: Literal["transformers", "openai"] = "transformers"
+    model: str = "embedded:qwen2.5-coder-1.5b"
+    quantization: Literal["nf4", "int8", "none"] = "nf4"
+    device: Device = "auto"
+    max_new_tokens: int = Field(1024, ge=16, le=32768)
+    temperature: float = Field(0.0, ge=0, le=2)
+    context_tokens: int = Field(4096, ge=512, le=1_000_000)
+    stream: bool = True
+    cpu_threads: int = Field(0, ge=0)
+    openai: OpenAILLMSettings = OpenAILLMSettings()
+
+
+class MinutesSettings(_Strict):
+    roster: list[str] = Field(default_factory=list)
+    date: str | None = None
+    max_attempts: int = Field(3, ge=1, le=10)
+
+
 class LoggingSettings(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     json_lines: bool = False
@@ -98,6 +126,8 @@ class Settings(_Strict):
     asr: ASRSettings = ASRSettings()
     diarization: DiarizationSettings = DiarizationSettings()
     turns: TurnSettings = TurnSettings()
+    llm: LLMSettings = LLMSettings()
+    minutes: MinutesSettings = MinutesSettings()
     logging: LoggingSettings = LoggingSettings()
     cache_dir: Path = Path("~/.cache/minutesd")
     source: str = Field("<defaults>", exclude=True)

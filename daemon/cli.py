@@ -33,6 +33,23 @@ class ProgressReporter:
         )
 
 
+class TokenProgress:
+    """Streaming LLM tokens → a progress line every ``every_s`` seconds (count and tok/s)."""
+
+    def __init__(self, log, every_s: float = 5.0):
+        self.log, self.every_s = log, every_s
+        self.pieces = 0
+        self._t0 = self._last = time.monotonic()
+
+    def __call__(self, piece: str) -> None:
+        self.pieces += 1
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self._last = now
+            self.log.info("progress", stage="minutes", pieces=self.pieces,
+                          per_s=round(self.pieces / (now - self._t0), 1))
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="settings file (default: $MINUTESD_CONFIG, else the shipped settings.yaml)")
     p.add_argument("--json-logs", action="store_true", help="structlog JSON lines on stderr")
@@ -55,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--language", help="override asr.language (e.g. en, de, auto)")
     t.add_argument("--num-speakers", type=int, help="exact number of speakers, if known")
     _common(t)
+
+    pr = sub.add_parser("process", help="minutes + speaker-labelled transcript of one recording")
+    pr.add_argument("file", help="audio or video file")
+    pr.add_argument("--out", required=True,
+                    help="output folder: minutes.md, minutes.json, transcript.json, transcript.md")
+    pr.add_argument("--llm-backend", choices=["transformers", "openai"])
+    pr.add_argument("--llm-model", help="override llm.model (embedded:..., hub id, folder)")
+    pr.add_argument("--roster", help="comma-separated expected attendees, e.g. 'Maria Lopez,David Chen'")
+    pr.add_argument("--date", help="meeting date YYYY-MM-DD (default: from the file name or mtime)")
+    _common(pr)
 
     s = sub.add_parser("settings", help="print the effective settings (after env overrides)")
     _common(s)
@@ -128,6 +155,65 @@ def cmd_transcribe(args) -> int:
     return EXIT_OK
 
 
+def cmd_process(args) -> int:
+    from daemon.audio import AudioDecodeError
+    from daemon.logs import get_logger
+    from daemon.minutes import MinutesError
+    from daemon.models import ModelNotAvailable
+
+    settings = _load(args)
+    if args.llm_backend:
+        settings.llm.backend = args.llm_backend
+    if args.llm_model:
+        settings.llm.model = args.llm_model
+    if args.roster:
+        settings.minutes.roster = [n.strip() for n in args.roster.split(",") if n.strip()]
+    if args.date:
+        settings.minutes.date = args.date
+    if settings.minutes.roster and not settings.asr.initial_prompt:
+        # Names as spelling hints for Whisper.
+        settings.asr.initial_prompt = "Attendees: " + ", ".join(settings.minutes.roster) + "."
+    log = get_logger().bind(file=os.path.basename(args.file))
+    if not Path(args.file).exists():
+        log.error("input not found", path=args.file)
+        return EXIT_BAD_INPUT
+
+    from daemon.output import write_minutes, write_transcript
+    from daemon.pipeline import Processor
+
+    t0 = time.perf_counter()
+    try:
+        log.info("loading models", asr=settings.asr.model, diarizer=settings.diarization.backend,
+                 llm=f"{settings.llm.backend}:{settings.llm.model}")
+        proc = Processor(settings, on_token=TokenProgress(log) if settings.llm.stream else None,
+                         log=log)
+        log.info("models ready", seconds=round(time.perf_counter() - t0, 2))
+        result = proc.process(args.file, progress=ProgressReporter(log))
+    except AudioDecodeError as exc:
+        log.error("bad input", cause=exc.cause, path=exc.path)
+        return EXIT_BAD_INPUT
+    except (ModelNotAvailable, MinutesError) as exc:
+        log.error("minutes failed", error=str(exc))
+        return EXIT_ERROR
+    except Exception as exc:
+        log.error("processing failed", error=str(exc), kind=type(exc).__name__,
+                  exc_info=args.verbose)
+        return EXIT_ERROR
+    out = Path(args.out)
+    write_transcript(result.hear.transcript, out)
+    write_minutes(result.minutes, out, result.facts.time)
+    st = proc.writer.stats if hasattr(proc.writer, "stats") else None
+    log.info(
+        "minutes written", out=str(out), title=result.minutes.title,
+        attendees=result.minutes.attendees, action_items=len(result.minutes.action_items),
+        **result.hear.times.as_dict(), names_s=round(result.names_s, 3),
+        minutes_s=round(result.minutes_s, 2),
+        llm_tok_per_s=round(st.tokens_per_s, 2) if st else None,
+        total_s=round(time.perf_counter() - t0, 2),
+    )
+    return EXIT_OK
+
+
 def cmd_settings(args) -> int:
     import yaml
 
@@ -142,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
 
     lock_down()
     args = build_parser().parse_args(argv)
-    handler = {"transcribe": cmd_transcribe, "settings": cmd_settings}[args.command]
+    handler = {"transcribe": cmd_transcribe, "process": cmd_process,
+               "settings": cmd_settings}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:

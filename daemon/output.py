@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from daemon.pipeline import SpeakerTranscript
+from daemon.pipeline import Minutes, SpeakerTranscript
 
 
 def hms(seconds: float) -> str:
@@ -59,4 +59,17 @@ def write_transcript(t: SpeakerTranscript, out_dir: Path) -> tuple[Path, Path]:
     json_path, md_path = out_dir / "transcript.json", out_dir / "transcript.md"
     atomic_write(json_path, json.dumps(t.to_json(), indent=2, ensure_ascii=False) + "\n")
     atomic_write(md_path, transcript_markdown(t))
+    return json_path, md_path
+
+
+def write_minutes(m: Minutes, out_dir: Path, time_hhmm: str | None = None) -> tuple[Path, Path]:
+    from daemon.minutes import minutes_markdown
+
+    out_dir = Path(out_dir)
+    json_path, md_path = out_dir / "minutes.json", out_dir / "minutes.md"
+    data = m.to_json()
+    if time_hhmm:
+        data["time"] = time_hhmm
+    atomic_write(json_path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    atomic_write(md_path, minutes_markdown(m, time_hhmm))
     return json_path, md_path

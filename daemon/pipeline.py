@@ -11,14 +11,22 @@ so the CLI starts fast. Models load in the backend's constructor, once per proce
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from daemon.audio import Audio, decode_audio
-from daemon.settings import ASRSettings, DiarizationSettings, Settings, TurnSettings
+from daemon.settings import (
+    ASRSettings,
+    DiarizationSettings,
+    LLMSettings,
+    Settings,
+    TurnSettings,
+)
 
 # --------------------------------------------------------------------------- types
 
@@ -247,6 +255,18 @@ def build_diarizer(cfg: DiarizationSettings, cache_dir: Path) -> Diarizer:
     raise ValueError(f"unknown diarization backend {cfg.backend!r}")
 
 
+def build_chat(cfg: LLMSettings, cache_dir: Path) -> ChatModel:
+    if cfg.backend == "transformers":
+        from daemon.backends.llm_transformers import TransformersChat
+
+        return TransformersChat(cfg, cache_dir)
+    if cfg.backend == "openai":
+        from integrations.openai_llm import OpenAIChat
+
+        return OpenAIChat(cfg)
+    raise ValueError(f"unknown LLM backend {cfg.backend!r}")
+
+
 # --------------------------------------------------------------------------- joining
 
 
@@ -471,3 +491,76 @@ class Hearer:
         )
         times.join_s = time.perf_counter() - t0
         return HearResult(result, raw, diarization, times)
+
+
+# --------------------------------------------------------------------------- the understand half
+
+_DATE_IN_NAME = re.compile(
+    r"(?<!\d)(20\d\d)[-_.]?(0[1-9]|1[0-2])[-_.]?(0[1-9]|[12]\d|3[01])"
+    r"(?:[ T_-]?([01]\d|2[0-3])[-_.:h]?([0-5]\d))?(?!\d)"
+)
+
+
+def meeting_when(path: str | Path, configured: str | None = None) -> tuple[str, str | None]:
+    """(YYYY-MM-DD, HH:MM or None): from settings, else the file name, else its mtime."""
+    if configured:
+        return configured, None
+    m = _DATE_IN_NAME.search(Path(path).name)
+    if m:
+        y, mo, d, hh, mm = m.groups()
+        return f"{y}-{mo}-{d}", (f"{hh}:{mm}" if hh else None)
+    try:
+        ts = datetime.fromtimestamp(Path(path).stat().st_mtime)
+    except OSError:
+        ts = datetime.now()
+    return ts.strftime("%Y-%m-%d"), ts.strftime("%H:%M")
+
+
+def meeting_facts(t: SpeakerTranscript, path: str | Path, settings: Settings) -> MeetingFacts:
+    date, hhmm = meeting_when(path, settings.minutes.date)
+    attendees: list[str] = []
+    for i, s in enumerate(t.speakers):
+        label = s.name or f"Speaker {i + 1}"
+        if label not in attendees:
+            attendees.append(label)
+    return MeetingFacts(date=date, time=hhmm, duration_s=t.duration_s, attendees=attendees,
+                        speakers=list(t.speakers), source=t.source)
+
+
+@dataclass
+class ProcessResult:
+    hear: HearResult
+    minutes: Minutes
+    facts: MeetingFacts
+    minutes_s: float
+    names_s: float
+
+
+class Processor:
+    """The whole pipeline: hear, name the speakers, write the minutes. Models stay loaded."""
+
+    def __init__(self, settings: Settings, hearer: Hearer | None = None,
+                 writer: MinutesWriter | None = None, on_token: TokenSink | None = None,
+                 log=None):
+        from daemon.minutes import LLMMinutesWriter
+
+        self.settings = settings
+        self.hearer = hearer or Hearer(settings)
+        if writer is None:
+            chat = build_chat(settings.llm, settings.resolved_cache_dir())
+            writer = LLMMinutesWriter(chat, settings.llm.max_new_tokens,
+                                      settings.minutes.max_attempts, on_token=on_token, log=log)
+        self.writer = writer
+
+    def process(self, path: str | Path, progress: Progress | None = None) -> ProcessResult:
+        from daemon.names import apply_names, assign_names
+
+        heard = self.hearer.hear(path, progress)
+        t0 = time.perf_counter()
+        names, _evidence = assign_names(heard.transcript, self.settings.minutes.roster)
+        apply_names(heard.transcript, names)
+        names_s = time.perf_counter() - t0
+        facts = meeting_facts(heard.transcript, path, self.settings)
+        t0 = time.perf_counter()
+        minutes = self.writer.write(heard.transcript, facts)
+        return ProcessResult(heard, minutes, facts, time.perf_counter() - t0, names_s)

@@ -1,0 +1,371 @@
+"""The understand half: minutes from a speaker-labelled transcript, through any ChatModel.
+
+* Facts the pipeline knows (date, duration, attendees, talk time) are filled in here, never
+  asked of the model.
+* The model answers in JSON, validated with pydantic. Invalid answers are repaired (code
+  fences, trailing commas, prose around the object) or retried with the error shown to the
+  model; after ``max_attempts`` the stage fails: half-parsed minutes are never passed on.
+* Owners of action items must be attendees (matched by full name, first name or surname,
+  or a "Speaker N" label with a known name) or "unassigned": never an invented person.
+* A transcript over the model's context budget is summarised in chunks (map) whose notes are
+  merged (reduce), so a 2-hour meeting works on a 4k-context model.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from daemon.names import display_label
+from daemon.output import hms
+from daemon.pipeline import (
+    ActionItem,
+    ChatMessage,
+    ChatModel,
+    MeetingFacts,
+    Minutes,
+    SpeakerTranscript,
+)
+
+UNASSIGNED = "unassigned"
+
+
+class MinutesError(Exception):
+    """The model did not produce valid minutes after every attempt."""
+
+
+# --------------------------------------------------------------------------- schema
+
+
+class DraftAction(BaseModel):
+    owner: str = UNASSIGNED
+    task: str
+    due: str | None = None
+
+    @field_validator("owner", mode="before")
+    @classmethod
+    def _owner(cls, v):
+        return UNASSIGNED if v in (None, "", "null", "None") else str(v)
+
+    @field_validator("due", mode="before")
+    @classmethod
+    def _due(cls, v):
+        if v in (None, "", "null", "None", "none", "N/A", "n/a", "unspecified", "not specified"):
+            return None
+        return str(v)
+
+
+class Draft(BaseModel):
+    """What the model is asked for (the pipeline adds date, duration and attendees)."""
+
+    title: str = ""
+    summary: str = ""
+    discussion_points: list[str] = Field(default_factory=list)
+    decisions: list[str] = Field(default_factory=list)
+    action_items: list[DraftAction] = Field(default_factory=list)
+
+    @field_validator("discussion_points", "decisions", mode="before")
+    @classmethod
+    def _strings(cls, v):
+        if v is None:
+            return []
+        if isinstance(v, str):
+            return [v] if v.strip() else []
+        out = []
+        for x in v:
+            if isinstance(x, dict):  # {"decision": "..."} and the like
+                x = next((str(y) for y in x.values() if isinstance(y, str)), "")
+            if str(x).strip():
+                out.append(str(x).strip())
+        return out
+
+
+SCHEMA_HINT = """{
+  "title": "short title of the meeting",
+  "summary": "3-5 sentences: purpose, main outcomes",
+  "discussion_points": ["one line per topic discussed"],
+  "decisions": ["one line per decision the group actually made"],
+  "action_items": [{"owner": "attendee name", "task": "what they will do", "due": "when, or null"}]
+}"""
+
+SYSTEM_PROMPT = """You are a meticulous meeting secretary. From a meeting transcript you write \
+accurate, concise minutes.
+Rules:
+- Reply with one JSON object only, no prose and no code fences, in exactly this shape:
+{schema}
+- Action items: only concrete tasks someone agreed or was asked to do. The owner is the \
+person who will do the task (the one who says "I will ..." or is asked "X, can you ..."), \
+written exactly as one of these names: {names}. If nobody owns it, use "unassigned". Never \
+invent people. Put the deadline they mention in "due" (e.g. "Friday"), else null. One item \
+per task; do not repeat a task.
+- Decisions: only what the group decided, not proposals or open questions.
+- Use only facts from the transcript."""
+
+MERGE_PROMPT = """You are a meticulous meeting secretary. Below are notes taken on consecutive \
+parts of one meeting, as JSON. Merge them into minutes of the whole meeting, as one JSON \
+object in exactly this shape:
+{schema}
+Keep every distinct action item and decision, remove duplicates, keep owners as written \
+(one of: {names}, or "unassigned"). Reply with the JSON object only."""
+
+
+# --------------------------------------------------------------------------- JSON repair
+
+
+def extract_json(text: str) -> dict:
+    """The first JSON object in ``text``, tolerating code fences, prose and trailing commas."""
+    t = text.strip()
+    t = re.sub(r"^```(?:json)?\s*|\s*```$", "", t, flags=re.S)
+    start = t.find("{")
+    if start < 0:
+        raise ValueError("no JSON object in the answer")
+    depth, in_str, esc, end = 0, False, False, -1
+    for i in range(start, len(t)):
+        c = t[i]
+        if in_str:
+            if esc:
+                esc = False
+            elif c == "\\":
+                esc = True
+            elif c == '"':
+                in_str = False
+        elif c == '"':
+            in_str = True
+        elif c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                end = i
+                break
+    if end < 0:
+        raise ValueError("the JSON object is not closed (answer cut off?)")
+    body = t[start:end + 1]
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError:
+        repaired = re.sub(r",\s*([}\]])", r"\1", body)  # trailing commas
+        return json.loads(repaired)
+
+
+# --------------------------------------------------------------------------- owners
+
+
+def match_person(text: str | None, people: list[str]) -> str | None:
+    """The attendee ``text`` refers to (full name, first name or surname), else None."""
+    if not text:
+        return None
+    t = text.strip().lower()
+    t = re.sub(r"'s$", "", t)
+    for p in people:
+        if t == p.lower():
+            return p
+    tokens = set(re.findall(r"[a-z][a-z'-]+", t))
+    hits = [p for p in people if tokens & {w.lower() for w in p.split() if len(w) > 1}]
+    return hits[0] if len(hits) == 1 else None
+
+
+def resolve_owner(owner: str, attendees: list[str], labels: dict[str, str]) -> str:
+    """An attendee name, or "unassigned". ``labels`` maps "Speaker 2"/"SPEAKER_01" → name."""
+    o = (owner or "").strip()
+    if not o or o.lower() in (UNASSIGNED, "none", "nobody", "everyone", "all", "team"):
+        return UNASSIGNED
+    for label, name in labels.items():
+        if o.lower() == label.lower():
+            return name
+    return match_person(o, attendees) or UNASSIGNED
+
+
+# --------------------------------------------------------------------------- the writer
+
+
+@dataclass
+class WriterStats:
+    calls: int = 0
+    attempts: int = 0
+    chunks: int = 0
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds else 0.0
+
+
+def transcript_lines(t: SpeakerTranscript) -> list[str]:
+    return [f"[{hms(s.start)}] {display_label(t, s.speaker)}: {s.text}" for s in t.segments]
+
+
+class LLMMinutesWriter:
+    """MinutesWriter over any ChatModel (local transformers, or an OpenAI-compatible server)."""
+
+    name = "llm"
+
+    def __init__(
+        self,
+        chat: ChatModel,
+        max_new_tokens: int = 1024,
+        max_attempts: int = 3,
+        on_token: Callable[[str], None] | None = None,
+        log=None,
+    ):
+        self.chat = chat
+        self.max_new_tokens = max_new_tokens
+        self.max_attempts = max_attempts
+        self.on_token = on_token
+        self.log = log
+        self.stats = WriterStats()
+
+    # -- prompts
+
+    def _names_clause(self, attendees: list[str], t: SpeakerTranscript) -> str:
+        unnamed = [display_label(t, s.id) for s in t.speakers if not s.name]
+        names = list(attendees) + [u for u in unnamed if u not in attendees]
+        return ", ".join(f'"{n}"' for n in names) if names else '"unassigned"'
+
+    def _ask(self, system: str, user: str) -> Draft:
+        messages = [ChatMessage("system", system), ChatMessage("user", user)]
+        last_err = ""
+        for attempt in range(1, self.max_attempts + 1):
+            self.stats.attempts += 1
+            t0 = time.perf_counter()
+            answer = self.chat.chat(messages, self.max_new_tokens, json_output=True,
+                                    on_token=self.on_token)
+            self.stats.seconds += time.perf_counter() - t0
+            self.stats.calls += 1
+            st = getattr(self.chat, "last_stats", None) or {}
+            self.stats.prompt_tokens += int(st.get("prompt_tokens", 0) or 0)
+            self.stats.new_tokens += int(st.get("new_tokens", st.get("completion_tokens", 0)) or 0)
+            try:
+                return Draft.model_validate(extract_json(answer))
+            except (ValueError, ValidationError) as exc:
+                last_err = str(exc).splitlines()[0]
+                if self.log:
+                    self.log.warning("invalid minutes JSON, retrying", attempt=attempt,
+                                     error=last_err)
+                messages = messages[:2] + [
+                    ChatMessage("assistant", answer[:4000]),
+                    ChatMessage("user", f"That was not valid: {last_err}. Reply again with only "
+                                        "the JSON object, in the shape given."),
+                ]
+        raise MinutesError(f"no valid minutes JSON after {self.max_attempts} attempts: {last_err}")
+
+    def _budget(self) -> int:
+        """Tokens of transcript that fit one call, beside the instructions and the answer."""
+        overhead = self.chat.count_tokens(SYSTEM_PROMPT + SCHEMA_HINT) + 200
+        return max(256, self.chat.context_tokens - self.max_new_tokens - overhead)
+
+    def _chunks(self, lines: list[str], budget: int) -> list[list[str]]:
+        chunks: list[list[str]] = [[]]
+        used = 0
+        for ln in lines:
+            n = self.chat.count_tokens(ln) + 1
+            if chunks[-1] and used + n > budget:
+                chunks.append([])
+                used = 0
+            chunks[-1].append(ln)
+            used += n
+        return chunks
+
+    def draft(self, t: SpeakerTranscript, facts: MeetingFacts) -> Draft:
+        names = self._names_clause(facts.attendees, t)
+        system = SYSTEM_PROMPT.format(schema=SCHEMA_HINT, names=names)
+        header = (f"Meeting on {facts.date}, {hms(facts.duration_s)} long. "
+                  f"Attendees: {', '.join(facts.attendees) or 'unknown'}.\n\nTranscript:\n")
+        lines = transcript_lines(t)
+        chunks = self._chunks(lines, self._budget())
+        self.stats.chunks = len(chunks)
+        if len(chunks) == 1:
+            return self._ask(system, header + "\n".join(lines))
+        # Map: notes per part. Reduce: merge the notes (recursively if they are long too).
+        parts = []
+        for i, chunk in enumerate(chunks, 1):
+            if self.log:
+                self.log.info("minutes: summarising part", part=i, parts=len(chunks))
+            part_header = header.replace("Transcript:", f"Transcript, part {i} of {len(chunks)}:")
+            parts.append(self._ask(system, part_header + "\n".join(chunk)))
+        return self._reduce(parts, names, facts)
+
+    def _reduce(self, parts: list[Draft], names: str, facts: MeetingFacts) -> Draft:
+        merge_system = MERGE_PROMPT.format(schema=SCHEMA_HINT, names=names)
+        docs = [json.dumps(p.model_dump(), ensure_ascii=False) for p in parts]
+        budget = self._budget()
+        if sum(self.chat.count_tokens(d) for d in docs) > budget and len(parts) > 1:
+            half = len(parts) // 2
+            return self._reduce([self._reduce(parts[:half], names, facts),
+                                 self._reduce(parts[half:], names, facts)], names, facts)
+        merged = self._ask(merge_system, "\n\n".join(
+            f"Notes on part {i}:\n{d}" for i, d in enumerate(docs, 1)))
+        # The merge must not lose action items the parts found: add back any it dropped.
+        seen = {a.task.lower() for a in merged.action_items}
+        for p in parts:
+            for a in p.action_items:
+                if a.task.lower() not in seen:
+                    merged.action_items.append(a)
+                    seen.add(a.task.lower())
+        return merged
+
+    def write(self, t: SpeakerTranscript, facts: MeetingFacts) -> Minutes:
+        draft = self.draft(t, facts)
+        labels = {display_label(t, s.id): s.name for s in t.speakers if s.name}
+        labels.update({s.id: s.name for s in t.speakers if s.name})
+        items: list[ActionItem] = []
+        seen: set[tuple[str, str]] = set()
+        for a in draft.action_items:
+            task = a.task.strip()
+            if not task:
+                continue
+            owner = resolve_owner(a.owner, facts.attendees, labels)
+            if owner == UNASSIGNED:
+                # "Speaker 2" without a known name stays as the label, so readers can tell
+                unnamed = {display_label(t, s.id) for s in t.speakers if not s.name}
+                if a.owner.strip() in unnamed:
+                    owner = a.owner.strip()
+            key = (owner.lower(), re.sub(r"\W+", " ", task.lower()).strip())
+            if key in seen:
+                continue
+            seen.add(key)
+            items.append(ActionItem(owner=owner, task=task, due=a.due))
+        return Minutes(
+            title=draft.title.strip() or "Meeting",
+            date=facts.date,
+            attendees=list(facts.attendees),
+            summary=draft.summary.strip(),
+            discussion_points=draft.discussion_points,
+            decisions=draft.decisions,
+            action_items=items,
+            duration_s=facts.duration_s,
+            speakers=list(facts.speakers),
+        )
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def minutes_markdown(m: Minutes, time_hhmm: str | None = None) -> str:
+    when = m.date + (f" {time_hhmm}" if time_hhmm else "")
+    out = [f"# {m.title}", "", f"**Date:** {when}  ", f"**Duration:** {hms(m.duration_s)}  "]
+    out.append(f"**Attendees:** {', '.join(m.attendees) if m.attendees else 'not identified'}")
+    talk = [s for s in m.speakers if s.talk_time_s > 0]
+    if talk:
+        total = sum(s.talk_time_s for s in talk) or 1.0
+        parts = []
+        for i, s in enumerate(m.speakers):
+            if s.talk_time_s > 0:
+                parts.append(f"{s.name or f'Speaker {i + 1}'} {100 * s.talk_time_s / total:.0f}%")
+        out.append(f"  \n**Talk time:** {', '.join(parts)}")
+    out += ["", "## Summary", "", m.summary or "_No summary._", ""]
+    out += ["## Discussion points", ""]
+    out += [f"- {p}" for p in m.discussion_points] or ["_None recorded._"]
+    out += ["", "## Decisions", ""]
+    out += [f"- {d}" for d in m.decisions] or ["_None recorded._"]
+    out += ["", "## Action items", ""]
+    out += [f"- [ ] {a.owner} — {a.task}" + (f" ({a.due})" if a.due else "")
+            for a in m.action_items] or ["_None recorded._"]
+    return "\n".join(out).rstrip() + "\n"

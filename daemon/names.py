@@ -1,0 +1,180 @@
+"""Give diarized speakers people's names, from how they address each other.
+
+Evidence, read from the speaker-labelled transcript (no model needed, so it is the same
+on every backend and easy to audit):
+
+* **addressed, then answers** — "Kenji, how does it look?" / "..., does that work, Hannah?"
+  at the start or end of a turn: the next speaker is probably that person (+2).
+* **thanked on reply** — "Thanks, Maria." at the start of a turn: the previous speaker is
+  probably that person (+2).
+* **self-introduction** — "I'm David" / "this is David" / "my name is David" (+3).
+* **mentioned** — people rarely say their own name: a speaker who mentions a name is
+  probably not that person (-1 each time).
+
+Names come from the roster when one is configured (its full names are used in the output,
+and ASR hints carry them); otherwise from capitalised words in vocative positions that are
+not common words. Speakers and names are matched one-to-one by the best total score; a
+speaker with no positive evidence stays unnamed (rendered "Speaker N"), so a name is never
+guessed. With a roster, a single speaker and a single roster name left over are paired.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+
+from daemon.pipeline import SpeakerTranscript
+
+# Capitalised words that open sentences or turns and are not names.
+NOT_NAMES = set(["a", "about", "actually", "after", "again", "ah", "alright", "also", "although", "an", "and", "anyway", "anything", "april", "are", "as", "at", "august", "but", "by", "can", "could", "december", "did", "do", "does", "don't", "everyone", "everybody", "excellent", "fantastic", "february", "fine", "first", "folks", "for", "friday", "from", "good", "got", "great", "guys", "hello", "hey", "hi", "how", "i", "i'd", "i'll", "i'm", "i've", "if", "in", "is", "it", "it's", "january", "july", "june", "just", "let", "let's", "like", "march", "may", "maybe", "me", "mhm", "monday", "morning", "my", "next", "no", "nobody", "not", "november", "now", "october", "oh", "ok", "okay", "on", "one", "or", "our", "perfect", "please", "quick", "really", "right", "saturday", "see", "september", "she", "should", "so", "sorry", "sounds", "sunday", "sure", "team", "thank", "thanks", "that", "that's", "the", "then", "there", "they", "this", "thursday", "today", "tomorrow", "tuesday", "um", "uh", "understood", "very", "wait", "we", "we'll", "we're", "wednesday", "well", "what", "when", "where", "which", "who", "why", "will", "with", "wow", "yeah", "yes", "yesterday", "you", "you're", "your", "all", "both", "any", "each", "either", "every", "few", "many", "most", "much", "neither", "none", "several", "some", "such", "here", "everything", "nothing", "something", "because", "since", "until", "while", "same", "other", "another", "agreed", "indeed", "absolutely", "exactly", "definitely", "certainly", "correct", "true", "cool", "nice", "lovely", "awesome"])
+
+_WORD = r"[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?"
+_ADDRESS_START = re.compile(rf"^(?:(?:ok(?:ay)?|so|and|right|great|good|well|now|then)[,.]?\s+)?({_WORD})\s*,\s*\w")
+_ADDRESS_END = re.compile(rf",\s*({_WORD})\s*[?.!]*$")
+_THANKS = re.compile(rf"^(?:thanks|thank you|cheers)\s*,?\s+({_WORD})\b", re.I)
+# "I'm David" introduces; "I am David and Priya" (ASR for "I have ...") does not.
+_SELF = re.compile(rf"\b(?:I'm|I am|this is|my name is)\s+({_WORD})\b(?!\s+and\b|'s)")
+
+
+@dataclass
+class NameEvidence:
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)  # speaker -> name -> score
+    reasons: list[str] = field(default_factory=list)
+
+    def add(self, speaker: str, name: str, score: float, why: str) -> None:
+        self.scores.setdefault(speaker, {})
+        self.scores[speaker][name] = self.scores[speaker].get(name, 0.0) + score
+        self.reasons.append(f"{speaker} {'+' if score > 0 else ''}{score:g} {name}: {why}")
+
+
+def _canon(token: str, roster: list[str]) -> str | None:
+    """Map a spoken name to a roster entry (first name, surname or full name), or to itself
+    when there is no roster and it is a plausible name."""
+    token = re.sub(r"'s$", "", token.strip(" ,.?!'\""))
+    t = token.lower()
+    if not t or t in NOT_NAMES:
+        return None
+    if roster:
+        for full in roster:
+            parts = [p.lower() for p in full.split()]
+            if t == full.lower() or t in parts:
+                return full
+        return None
+    return token.capitalize()
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in re.split(r"(?<=[.?!])\s+", text) if s.strip()]
+
+
+def gather_evidence(t: SpeakerTranscript, roster: list[str]) -> NameEvidence:
+    ev = NameEvidence()
+    segs = t.segments
+    for i, seg in enumerate(segs):
+        prev_spk = next((s.speaker for s in reversed(segs[:i]) if s.speaker != seg.speaker), None)
+        next_spk = next((s.speaker for s in segs[i + 1:] if s.speaker != seg.speaker), None)
+        sents = _sentences(seg.text)
+        if not sents:
+            continue
+        # Thanks at the start of a turn: the previous speaker.
+        m = _THANKS.match(sents[0])
+        if m and prev_spk and (name := _canon(m.group(1), roster)):
+            ev.add(prev_spk, name, 2.0, f"thanked by {seg.speaker}: {sents[0][:60]!r}")
+        # A name addressed in the turn's sentences, expecting an answer from the next speaker.
+        for k, sent in enumerate(sents):
+            for rx in (_ADDRESS_START, _ADDRESS_END):
+                m2 = rx.search(sent)
+                if not m2 or not (name := _canon(m2.group(1), roster)):
+                    continue
+                if rx is _ADDRESS_START and k == 0 and _THANKS.match(sent):
+                    continue
+                # A question at the end of a turn is answered by the person asked; a request
+                # ("X, please ...") often is not answered at once.
+                last = k >= len(sents) - 2
+                question = sent.rstrip().endswith("?")
+                request = re.search(r"\b(can you|could you|would you|will you|please)\b", sent, re.I)
+                if next_spk and (last or question or request):
+                    score = 2.0 if (last and question) else 1.0
+                    ev.add(next_spk, name, score, f"addressed by {seg.speaker}: {sent[:60]!r}")
+        for m3 in _SELF.finditer(seg.text):
+            if name := _canon(m3.group(1), roster):
+                ev.add(seg.speaker, name, 3.0, f"introduces self: {m3.group(0)!r}")
+        # Mentioned names: probably not the speaker.
+        mentioned = {c for w in re.findall(_WORD, seg.text) if (c := _canon(w, roster))}
+        for name in mentioned:
+            ev.add(seg.speaker, name, -1.0, "mentions this name")
+    return ev
+
+
+def _unify_short_forms(ev: NameEvidence) -> None:
+    """'Sam' and 'Samuel' in one meeting are one person: fold the short form into the long."""
+    names = {n for d in ev.scores.values() for n in d}
+    for short in names:
+        longer = [n for n in names
+                  if len(short) >= 3 and len(n) >= len(short) + 2 and n.startswith(short)]
+        if len(longer) == 1:
+            for d in ev.scores.values():
+                if short in d:
+                    d[longer[0]] = d.get(longer[0], 0.0) + d.pop(short)
+            ev.reasons.append(f"{short} read as {longer[0]}")
+
+
+def assign_names(
+    t: SpeakerTranscript, roster: list[str] | None = None
+) -> tuple[dict[str, str], NameEvidence]:
+    """Return ``{speaker_id: name}`` for the speakers with enough evidence, and the evidence."""
+    roster = [r.strip() for r in (roster or []) if r.strip()]
+    ev = gather_evidence(t, roster)
+    if not roster:
+        _unify_short_forms(ev)
+    speakers = [s.id for s in t.speakers]
+    names = sorted({n for d in ev.scores.values() for n, v in d.items() if v > 0})
+    best: dict[str, str] = {}
+    best_total = 0.0
+    # One-to-one assignment maximising the total positive score (meetings are small; fall
+    # back to greedy beyond 8 x 8).
+    if len(speakers) <= 8 and len(names) <= 8:
+        options = names + [None] * len(speakers)
+        for perm in itertools.permutations(options, len(speakers)):
+            total, cur = 0.0, {}
+            for spk, name in zip(speakers, perm, strict=True):
+                if name is None:
+                    continue
+                v = ev.scores.get(spk, {}).get(name, 0.0)
+                if v <= 0:
+                    break
+                total += v
+                cur[spk] = name
+            else:
+                if total > best_total:
+                    best_total, best = total, cur
+    else:
+        pairs = sorted(((v, s, n) for s, d in ev.scores.items() for n, v in d.items() if v > 0),
+                       reverse=True)
+        for _v, s, n in pairs:
+            if s not in best and n not in best.values():
+                best[s] = n
+    # Elimination: one speaker and one name left over (from the roster, or else among the
+    # names people were addressed by) pair up, unless that speaker said the name themself.
+    pool = roster or names
+    left_spk = [s for s in speakers if s not in best]
+    left_names = [n for n in pool if n not in best.values()]
+    if (len(left_spk) == 1 and len(left_names) == 1
+            and ev.scores.get(left_spk[0], {}).get(left_names[0], 0.0) >= 0):
+        best[left_spk[0]] = left_names[0]
+        ev.reasons.append(f"{left_spk[0]} = {left_names[0]}: the one name left")
+    return best, ev
+
+
+def apply_names(t: SpeakerTranscript, names: dict[str, str]) -> None:
+    for s in t.speakers:
+        s.name = names.get(s.id)
+
+
+def display_label(t: SpeakerTranscript, speaker_id: str) -> str:
+    """The name if known, else "Speaker N" (1-based, in order of first speech)."""
+    for i, s in enumerate(t.speakers):
+        if s.id == speaker_id:
+            return s.name or f"Speaker {i + 1}"
+    return speaker_id

@@ -1,0 +1,72 @@
+"""Speaker names from how people address each other; never a guess."""
+
+from __future__ import annotations
+
+from daemon.names import apply_names, assign_names, display_label
+from daemon.pipeline import Speaker, SpeakerSegment, SpeakerTranscript
+
+
+def transcript(turns: list[tuple[str, str]]) -> SpeakerTranscript:
+    segs, t = [], 0.0
+    for spk, text in turns:
+        segs.append(SpeakerSegment(t, t + 5, spk, text))
+        t += 6
+    order = list(dict.fromkeys(s for s, _ in turns))
+    return SpeakerTranscript(t, [Speaker(s, talk_time_s=5.0) for s in order], segs)
+
+
+MEETING = [
+    ("S0", "Good morning everyone. I have David and Priya with me today."),
+    ("S1", "Thanks, Maria. The roof work came in under the estimate."),
+    ("S0", "Good. David, can you collect three quotes by Friday?"),
+    ("S1", "Yes, I will have three quotes by Friday."),
+    ("S2", "I want to raise the children's section."),
+    ("S0", "Priya, please run a survey."),
+    ("S2", "Sure."),
+]
+
+
+def test_addressed_and_thanked_speakers_get_names_and_the_last_one_by_elimination():
+    t = transcript(MEETING)
+    names, ev = assign_names(t)
+    assert names == {"S0": "Maria", "S1": "David", "S2": "Priya"}
+    assert any("thanked" in r for r in ev.reasons)
+
+
+def test_roster_gives_full_names_and_hints_survive_short_forms():
+    t = transcript(MEETING)
+    names, _ = assign_names(t, ["Maria Lopez", "David Chen", "Priya Natarajan"])
+    assert names == {"S0": "Maria Lopez", "S1": "David Chen", "S2": "Priya Natarajan"}
+
+
+def test_no_evidence_no_name():
+    t = transcript([("S0", "Let's begin with the budget."), ("S1", "The budget is fine."),
+                    ("S0", "Good, then we are done.")])
+    names, _ = assign_names(t)
+    assert names == {}
+    apply_names(t, names)
+    assert [display_label(t, s.id) for s in t.speakers] == ["Speaker 1", "Speaker 2"]
+
+
+def test_a_speaker_who_says_a_name_is_not_given_it():
+    # S1 mentions Olivia; S0 is addressed as nobody. Olivia must not go to S1.
+    t = transcript([("S0", "Kenji, how does the build look?"), ("S1", "Good."),
+                    ("S1", "I will send the draft to Olivia by Monday.")])
+    names, _ = assign_names(t, ["Olivia Grant", "Kenji Watanabe", "Hannah Berg"])
+    assert names.get("S1") == "Kenji Watanabe"
+    assert names.get("S0") != "Kenji Watanabe"
+    assert "Olivia Grant" not in [v for k, v in names.items() if k == "S1"]
+
+
+def test_short_form_and_possessive_fold_into_one_person():
+    t = transcript([("S0", "Sam, can you run the load test?"), ("S1", "Yes."),
+                    ("S0", "I will wait for Samuel's report.")])
+    names, _ = assign_names(t)
+    assert names == {"S1": "Samuel"}
+
+
+def test_self_introduction():
+    t = transcript([("S0", "Hi, I'm Ingrid from finance."), ("S1", "Welcome.")])
+    assert assign_names(t)[0] == {"S0": "Ingrid"}
+    t2 = transcript([("S0", "I am David and Priya with me."), ("S1", "Hello.")])
+    assert "S0" not in assign_names(t2)[0]  # ASR slip for "I have David and Priya"

@@ -96,6 +96,18 @@ class SpeakerTranscript:
     language: str | None = None
     source: str = ""
 
+    @classmethod
+    def from_json(cls, d: dict) -> SpeakerTranscript:
+        return cls(
+            duration_s=float(d["duration_s"]),
+            speakers=[Speaker(s["id"], s.get("name"), float(s.get("talk_time_s", 0.0)))
+                      for s in d["speakers"]],
+            segments=[SpeakerSegment(float(s["start"]), float(s["end"]), s["speaker"], s["text"])
+                      for s in d["segments"]],
+            language=d.get("language"),
+            source=d.get("source", ""),
+        )
+
     def to_json(self) -> dict:
         return {
             "source": self.source,
@@ -161,6 +173,19 @@ class Minutes:
             "decisions": list(self.decisions),
             "action_items": [asdict(a) for a in self.action_items],
         }
+
+    @classmethod
+    def from_json(cls, d: dict) -> Minutes:
+        return cls(
+            title=d["title"], date=d["date"], attendees=list(d.get("attendees", [])),
+            summary=d.get("summary", ""), discussion_points=list(d.get("discussion_points", [])),
+            decisions=list(d.get("decisions", [])),
+            action_items=[ActionItem(a["owner"], a["task"], a.get("due"))
+                          for a in d.get("action_items", [])],
+            duration_s=float(d.get("duration_s", 0.0)),
+            speakers=[Speaker(s["id"], s.get("name"), float(s.get("talk_time_s", 0.0)))
+                      for s in d.get("speakers", [])],
+        )
 
 
 @dataclass
@@ -431,6 +456,7 @@ class StageTimes:
     diarize_s: float = 0.0
     transcribe_s: float = 0.0
     join_s: float = 0.0
+    names_s: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         return {k: round(v, 3) for k, v in asdict(self).items()}
@@ -552,15 +578,24 @@ class Processor:
                                       settings.minutes.max_attempts, on_token=on_token, log=log)
         self.writer = writer
 
-    def process(self, path: str | Path, progress: Progress | None = None) -> ProcessResult:
+    def hear(self, path: str | Path, progress: Progress | None = None) -> HearResult:
+        """Step 1: decode, diarize, transcribe, join, and name the speakers."""
         from daemon.names import apply_names, assign_names
 
         heard = self.hearer.hear(path, progress)
         t0 = time.perf_counter()
         names, _evidence = assign_names(heard.transcript, self.settings.minutes.roster)
         apply_names(heard.transcript, names)
-        names_s = time.perf_counter() - t0
-        facts = meeting_facts(heard.transcript, path, self.settings)
+        heard.times.names_s = time.perf_counter() - t0
+        return heard
+
+    def understand(self, transcript: SpeakerTranscript, path: str | Path) -> tuple[Minutes, MeetingFacts]:
+        """Step 2: minutes from a (named) speaker transcript; ``path`` dates the meeting."""
+        facts = meeting_facts(transcript, path, self.settings)
+        return self.writer.write(transcript, facts), facts
+
+    def process(self, path: str | Path, progress: Progress | None = None) -> ProcessResult:
+        heard = self.hear(path, progress)
         t0 = time.perf_counter()
-        minutes = self.writer.write(heard.transcript, facts)
-        return ProcessResult(heard, minutes, facts, time.perf_counter() - t0, names_s)
+        minutes, facts = self.understand(heard.transcript, path)
+        return ProcessResult(heard, minutes, facts, time.perf_counter() - t0, heard.times.names_s)

@@ -134,3 +134,12 @@ def test_markdown_has_the_sections_and_checkbox_items():
     assert "- [ ] David Chen — Collect three electrical quotes (Friday)" in md
     assert "- [ ] unassigned — Order pizza\n" in md
     assert "```" not in md
+
+
+def test_json_round_trips_for_checkpoints():
+    from daemon.pipeline import Minutes
+
+    t, facts = meeting()
+    assert SpeakerTranscript.from_json(t.to_json()).to_json() == t.to_json()
+    m = LLMMinutesWriter(ScriptedChat([json.dumps(GOOD)])).write(t, facts)
+    assert Minutes.from_json(m.to_json()).to_json() == m.to_json()

@@ -1,0 +1,482 @@
+"""Whisper through the transformers ASR pipeline: the reference transcriber.
+
+``transformers.pipeline("automatic-speech-recognition")`` over a Hugging Face format Whisper
+(default for users: ``openai/whisper-medium.en``), float16 on CUDA and float32 on CPU
+(``compute_type: auto``), chunked long-form decoding (``chunk_length_s`` windows with the
+pipeline's overlap, ``batch_size`` windows per forward pass), word timestamps from the
+cross-attention alignment heads, or segment timestamps when word timestamps are off.
+
+Models come from a local HF-format folder or a hub id. A hub id is looked for in the local
+Hugging Face cache first, so a cached model loads with no network at all; only a model that
+is not cached is downloaded. The embedded CTranslate2 models (``embedded:*``) are not
+readable here: they belong to the faster-whisper backend.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from daemon.audio import Audio
+from daemon.models import EMBEDDED_PREFIX, ModelNotAvailable
+from daemon.pipeline import Progress, Segment, Transcript, Word
+from daemon.settings import ASRSettings
+from daemon.torchutil import pick_device
+
+DEFAULT_MODEL = "openai/whisper-medium.en"
+
+# Word-to-segment grouping, used when the pipeline gives word chunks only.
+SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
+ABBREVIATIONS = frozenset({"mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "vs.", "e.g.", "i.e."})
+PAUSE_S = 1.0  # a silence longer than this between two words starts a new segment
+MAX_SEGMENT_S = 30.0  # no segment grows longer than one Whisper window
+
+# The pipeline's default stride is chunk_length_s / 6 on each side of a window.
+_STRIDE_FRACTION = 1 / 6
+# Language detection looks at up to this many 30 s windows and takes the majority.
+_DETECT_WINDOWS = 3
+
+_DTYPE_NAMES = {
+    "float16": "float16", "fp16": "float16", "half": "float16",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float32": "float32", "fp32": "float32", "float": "float32",
+}
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def resolve_dtype(compute_type: str, device: str) -> str:
+    """``auto`` → float16 on CUDA, float32 on CPU; explicit float types are kept."""
+    ct = compute_type.strip().lower()
+    if ct == "auto":
+        return "float16" if device == "cuda" else "float32"
+    if ct in _DTYPE_NAMES:
+        return _DTYPE_NAMES[ct]
+    raise ValueError(
+        f"asr.compute_type {compute_type!r} is not supported by the transformers backend "
+        "(int8 variants are CTranslate2 quantisations for faster-whisper); "
+        "use auto, float16, bfloat16 or float32"
+    )
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~")) or model.startswith(".\\")
+
+
+def _check_hf_folder(folder: Path) -> None:
+    """Refuse, in words, a folder that is not a Hugging Face format Whisper model."""
+    cfg = folder / "config.json"
+    if (folder / "model.bin").exists() and not any(folder.glob("*.safetensors")):
+        raise ModelNotAvailable(
+            f"{folder} is a CTranslate2 model folder (model.bin), which the transformers backend "
+            "cannot read; use asr.backend: faster-whisper for it, or point asr.model at a Hugging "
+            f"Face format Whisper folder or hub id (e.g. {DEFAULT_MODEL})"
+        )
+    if not cfg.exists():
+        raise ModelNotAvailable(
+            f"{folder} is not a Hugging Face format Whisper folder (no config.json); it needs "
+            "config.json, the weights (model.safetensors), the tokenizer and "
+            "preprocessor_config.json, as save_pretrained or a hub download writes them"
+        )
+    try:
+        model_type = json.loads(cfg.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError) as exc:
+        raise ModelNotAvailable(f"{cfg} cannot be read: {exc}") from exc
+    if model_type != "whisper":
+        raise ModelNotAvailable(
+            f"{folder} holds a {model_type!r} model, not Whisper; the transformers backend needs a "
+            f"Whisper checkpoint (e.g. {DEFAULT_MODEL})"
+        )
+
+
+def _cached_snapshot(repo_id: str, cache_dir: Path | None) -> str | None:
+    """The local snapshot folder of a hub model if it is fully cached, else None (no network)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(
+            repo_id, cache_dir=str(cache_dir) if cache_dir else None, local_files_only=True
+        )
+    except Exception:  # not cached, a bad id, or an old hub client: fall back to the hub
+        return None
+    folder = Path(path)
+    has_weights = any(folder.glob("*.safetensors")) or (folder / "pytorch_model.bin").exists()
+    if (folder / "config.json").exists() and has_weights:
+        return str(folder)
+    return None
+
+
+def _offline_mode() -> bool:
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except Exception:
+        return False
+
+
+def _unavailable(model: str, cache_dir: Path | None, exc: BaseException) -> ModelNotAvailable:
+    where = str(cache_dir) if cache_dir else "the default Hugging Face cache (HF_HOME)"
+    why = "HF_HUB_OFFLINE is set" if _offline_mode() else "no network, or no such model on the hub"
+    return ModelNotAvailable(
+        f"Whisper model {model!r} is not in {where} and could not be downloaded ({why}: "
+        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}). To fix: run once with "
+        f"internet access so it is downloaded and cached (check the id, e.g. {DEFAULT_MODEL}); "
+        "or download it on a connected machine (hf download ID --local-dir FOLDER), copy the "
+        "folder here and set asr.model to its path; or use asr.backend: faster-whisper with an "
+        "embedded model, which needs no download"
+    )
+
+
+# --------------------------------------------------------------------------- output mapping
+
+
+def _clamp(x: float, lo: float, hi: float) -> float:
+    return min(max(x, lo), hi)
+
+
+def _timestamp(chunk: dict[str, Any]) -> tuple[float | None, float | None]:
+    ts = chunk.get("timestamp") or (None, None)
+    start, end = (tuple(ts) + (None, None))[:2]
+    return (None if start is None else float(start), None if end is None else float(end))
+
+
+def segments_from_chunks(chunks: Iterable[dict[str, Any]], duration: float) -> list[Segment]:
+    """Segment-level pipeline chunks (``return_timestamps=True``) → ``Segment``s.
+
+    A missing end (Whisper stopped mid-segment at the end of the audio) becomes the next
+    chunk's start or the audio's duration; times are clamped into [0, duration] and starts
+    made non-decreasing; chunks with no text are dropped.
+    """
+    items = list(chunks)
+    out: list[Segment] = []
+    prev_start, prev_end = 0.0, 0.0
+    for i, ch in enumerate(items):
+        start, end = _timestamp(ch)
+        if start is None:
+            start = prev_end
+        if end is None:
+            nxt = _timestamp(items[i + 1])[0] if i + 1 < len(items) else None
+            end = nxt if nxt is not None and nxt >= start else duration
+        start = _clamp(start, prev_start, duration)
+        end = _clamp(end, start, duration)
+        text = " ".join(str(ch.get("text", "")).split())
+        prev_start, prev_end = start, end
+        if text:
+            out.append(Segment(start, end, text))
+    return out
+
+
+def _ends_sentence(text: str) -> bool:
+    t = text.strip()
+    return bool(t) and t.endswith(SENTENCE_END) and t.lower() not in ABBREVIATIONS
+
+
+def words_from_chunks(chunks: Iterable[dict[str, Any]], duration: float) -> list[Word]:
+    """Word-level pipeline chunks (``return_timestamps="word"``) → sane ``Word``s.
+
+    Word text keeps its leading space (as faster-whisper's words do, so joining them gives
+    the text back). Times are clamped into [0, duration], starts made non-decreasing across
+    the chunk seams, ends kept at or after starts; a missing end becomes the next word's
+    start, or the duration at the end of the audio.
+    """
+    items = [c for c in chunks if str(c.get("text", "")).strip()]
+    words: list[Word] = []
+    prev_start, prev_end = 0.0, 0.0
+    for i, ch in enumerate(items):
+        start, end = _timestamp(ch)
+        if start is None:
+            start = prev_end
+        if end is None:
+            nxt = _timestamp(items[i + 1])[0] if i + 1 < len(items) else None
+            end = nxt if nxt is not None and nxt >= start else duration
+        start = _clamp(start, prev_start, duration)
+        end = _clamp(end, start, duration)
+        words.append(Word(start, end, str(ch["text"])))
+        prev_start, prev_end = start, end
+    return words
+
+
+def group_words(
+    words: list[Word], pause_s: float = PAUSE_S, max_segment_s: float = MAX_SEGMENT_S
+) -> list[Segment]:
+    """Group words into segments: split after sentence punctuation, at pauses longer than
+    ``pause_s``, and before a segment would grow past ``max_segment_s``."""
+    segments: list[Segment] = []
+    cur: list[Word] = []
+
+    def flush() -> None:
+        if cur:
+            text = " ".join("".join(w.text for w in cur).split())
+            segments.append(Segment(cur[0].start, max(w.end for w in cur), text, list(cur)))
+            cur.clear()
+
+    for w in words:
+        if cur and (
+            _ends_sentence(cur[-1].text)
+            or w.start - cur[-1].end > pause_s
+            or w.end - cur[0].start > max_segment_s
+        ):
+            flush()
+        cur.append(w)
+    flush()
+    return segments
+
+
+# --------------------------------------------------------------------------- the backend
+
+
+def _chunk_layout(chunk_length_s: float) -> tuple[float, float]:
+    """(window length, step between window starts) in seconds, as the pipeline chunks."""
+    stride = chunk_length_s * _STRIDE_FRACTION
+    return chunk_length_s, chunk_length_s - 2 * stride
+
+
+def _pipeline_class():
+    """The transformers ASR pipeline, plus a hook called after each batch of windows."""
+    from transformers import AutomaticSpeechRecognitionPipeline
+
+    class ProgressASRPipeline(AutomaticSpeechRecognitionPipeline):
+        on_windows: Callable[[int], None] | None = None
+
+        def _forward(self, model_inputs, **kwargs):
+            feats = model_inputs.get("input_features")
+            n = int(feats.shape[0]) if feats is not None and feats.ndim == 3 else 1
+            out = super()._forward(model_inputs, **kwargs)
+            if self.on_windows is not None:
+                self.on_windows(n)
+            return out
+
+    return ProgressASRPipeline
+
+
+def _encoder_without_attentions(model) -> None:
+    """Stop the encoder from returning its attention weights.
+
+    Word timestamps make Whisper's generate() ask the whole model for attention weights. Only
+    the decoder's cross-attentions are used (DTW over the alignment heads), but the encoder's
+    would be kept for the whole decode: layers × batch × heads × 1500 × 1500 floats, about
+    27 GB for whisper-medium at batch 8 in float32. The words and times are the same without.
+    """
+    encoder = model.get_encoder()
+    forward = encoder.forward
+
+    @functools.wraps(forward)
+    def forward_without_attentions(*args, **kwargs):
+        kwargs["output_attentions"] = False
+        return forward(*args, **kwargs)
+
+    encoder.forward = forward_without_attentions
+
+
+class TransformersTranscriber:
+    name = "transformers"
+
+    def __init__(self, cfg: ASRSettings, cache_dir: Path):
+        self.cfg = cfg
+        model = cfg.model.strip()
+        if model.startswith(EMBEDDED_PREFIX):
+            raise ModelNotAvailable(
+                f"asr.model {model!r} is an embedded CTranslate2 model, which only the "
+                "faster-whisper backend can read. For asr.backend: transformers set asr.model to "
+                f"a Hugging Face hub id (e.g. {DEFAULT_MODEL}, downloaded once) or a local "
+                "HF-format Whisper folder; or set asr.backend: faster-whisper"
+            )
+        self.device = pick_device(cfg.device)
+        self.dtype_name = resolve_dtype(cfg.compute_type, self.device)
+        self.model_ref = model
+        # Where hub models are cached (None: the library's default, HF_HOME).
+        self.hub_cache = (
+            Path(os.path.expandvars(str(cfg.cache_dir))).expanduser() if cfg.cache_dir else None
+        )
+        self.model_path = self._locate(model, self.hub_cache)
+        try:
+            self.pipe = self._load(self.model_path, self.hub_cache)
+        except ModelNotAvailable:
+            if self.model_path == model or Path(model).expanduser().is_dir():
+                raise
+            # A partly cached hub model (an interrupted download): let the hub complete it.
+            self.model_path = model
+            self.pipe = self._load(model, self.hub_cache)
+
+        gen = self.pipe.model.generation_config
+        flag = getattr(gen, "is_multilingual", None)
+        self.multilingual = (
+            bool(flag) if flag is not None else self.pipe.model.config.vocab_size >= 51865
+        )
+        self.language = self._fixed_language(cfg.language)
+        self.word_timestamps = bool(cfg.word_timestamps)
+        if self.word_timestamps and getattr(gen, "alignment_heads", None) is None:
+            from daemon.logs import get_logger
+
+            get_logger().warning(
+                "model has no alignment heads: word timestamps off, segment timestamps used",
+                model=model,
+            )
+            self.word_timestamps = False
+        if self.word_timestamps:
+            _encoder_without_attentions(self.pipe.model)
+        tok = self.pipe.tokenizer
+        if tok.pad_token_id is None:  # batching pads the decoder outputs
+            tok.pad_token = tok.eos_token
+        self._prompt_ids = self._make_prompt_ids(cfg.initial_prompt)
+
+    # ------------------------------------------------------------------ loading
+
+    @staticmethod
+    def _locate(model: str, hub_cache: Path | None) -> str:
+        """A local folder to load from, or the hub id itself when it is not cached."""
+        folder = Path(model).expanduser()
+        if folder.is_dir():
+            _check_hf_folder(folder)
+            return str(folder)
+        if folder.exists():
+            raise ModelNotAvailable(
+                f"asr.model {model!r} is a file; it must be a model folder or a hub id"
+            )
+        if _looks_like_path(model):
+            raise ModelNotAvailable(f"model folder not found: {model}")
+        return _cached_snapshot(model, hub_cache) or model
+
+    def _load(self, ref: str, hub_cache: Path | None):
+        import torch
+        from transformers import pipeline
+
+        try:
+            return pipeline(
+                "automatic-speech-recognition",
+                model=ref,
+                dtype=getattr(torch, self.dtype_name),
+                device=self.device,
+                model_kwargs={"cache_dir": str(hub_cache)} if hub_cache else None,
+                pipeline_class=_pipeline_class(),
+            )
+        except OSError as exc:  # transformers' "not found / cannot connect" errors
+            if Path(ref).is_dir():
+                raise ModelNotAvailable(f"cannot load the Whisper model in {ref}: {exc}") from exc
+            raise _unavailable(self.model_ref, hub_cache, exc) from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith("huggingface_hub"):
+                raise _unavailable(self.model_ref, hub_cache, exc) from exc
+            raise
+
+    def _fixed_language(self, setting: str) -> str | None:
+        """The language code to decode with, or None to detect it per recording."""
+        from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+        lang = setting.strip().lower()
+        if lang != "auto":
+            lang = TO_LANGUAGE_CODE.get(lang, lang)
+            if lang not in LANGUAGES:
+                raise ValueError(
+                    f"asr.language {setting!r} is not a language Whisper knows; use auto or a "
+                    "code such as en, de, fr"
+                )
+        if not self.multilingual:
+            if lang not in ("auto", "en"):
+                raise ValueError(
+                    f"{self.model_ref} is an English-only Whisper model and cannot transcribe "
+                    f"language {setting!r}; set asr.language to en or auto, or use a multilingual "
+                    "model such as openai/whisper-medium"
+                )
+            return "en"
+        return None if lang == "auto" else lang
+
+    def _make_prompt_ids(self, prompt: str | None):
+        if not prompt or not prompt.strip():
+            return None
+        tok = self.pipe.tokenizer
+        if not hasattr(tok, "get_prompt_ids"):
+            from daemon.logs import get_logger
+
+            get_logger().warning("tokenizer cannot encode prompts: initial_prompt ignored")
+            return None
+        import torch
+
+        ids = tok.get_prompt_ids(prompt.strip(), return_tensors="pt")
+        # Like OpenAI's Whisper: keep <|startofprev|> and the last n_ctx/2 - 1 prompt tokens.
+        keep = self.pipe.model.config.max_target_positions // 2 - 1
+        if ids.shape[-1] - 1 > keep:
+            ids = torch.cat([ids[:1], ids[-keep:]])
+        return ids.to(self.pipe.device)
+
+    # ------------------------------------------------------------------ decoding
+
+    def _detect_language(self, samples: np.ndarray) -> str | None:
+        """Majority language over the first few 30 s windows (one encoder batch)."""
+        gen = self.pipe.model.generation_config
+        if not getattr(gen, "lang_to_id", None):
+            return None
+        fe = self.pipe.feature_extractor
+        n = fe.n_samples
+        windows = [samples[i : i + n] for i in range(0, len(samples), n)][:_DETECT_WINDOWS]
+        if len(windows) > 1 and len(windows[-1]) < n // 3:
+            windows = windows[:-1]  # a short tail is mostly padding
+        feats = fe(windows, sampling_rate=fe.sampling_rate, return_tensors="pt").input_features
+        feats = feats.to(self.pipe.device, dtype=self.pipe.model.dtype)
+        ids = self.pipe.model.detect_language(input_features=feats).tolist()
+        best = Counter(ids).most_common(1)[0][0]
+        return self.pipe.tokenizer.convert_ids_to_tokens(int(best)).strip("<|>")
+
+    def _generate_kwargs(self, language: str | None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"num_beams": self.cfg.beam_size}
+        if self.multilingual and language:
+            # English-only (.en) models reject language/task: only multilingual ones get them.
+            kwargs["language"] = language
+            kwargs["task"] = "transcribe"
+        if self._prompt_ids is not None:
+            kwargs["prompt_ids"] = self._prompt_ids
+        return kwargs
+
+    def transcribe(self, audio: Audio, progress: Progress | None = None) -> Transcript:
+        total = audio.duration_s
+        samples = np.ascontiguousarray(audio.samples, dtype=np.float32)
+        if samples.size == 0:
+            return Transcript(segments=[], language=self.language)
+        rate = self.pipe.feature_extractor.sampling_rate
+        if audio.sample_rate != rate:  # decode_audio gives 16 kHz; other callers may not
+            import torch
+            from torchaudio.functional import resample
+
+            samples = resample(torch.from_numpy(samples), audio.sample_rate, rate).numpy()
+        language = self.language
+        if language is None and self.multilingual:
+            language = self._detect_language(samples)
+
+        window_s, step_s = _chunk_layout(self.cfg.chunk_length_s)
+        done = 0
+
+        def on_windows(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress:
+                progress("transcribe", min(total, (done - 1) * step_s + window_s), total)
+
+        self.pipe.on_windows = on_windows
+        try:
+            out = self.pipe(
+                samples,
+                chunk_length_s=self.cfg.chunk_length_s,
+                batch_size=self.cfg.batch_size,
+                return_timestamps="word" if self.word_timestamps else True,
+                ignore_warning=True,
+                generate_kwargs=self._generate_kwargs(language),
+            )
+        finally:
+            self.pipe.on_windows = None
+        chunks = out.get("chunks") or []
+        if self.word_timestamps:
+            segments = group_words(words_from_chunks(chunks, total))
+        else:
+            segments = segments_from_chunks(chunks, total)
+        if progress:
+            progress("transcribe", total, total)
+        return Transcript(segments=segments, language=language)

@@ -31,7 +31,6 @@ the cause in words a user can act on.
 from __future__ import annotations
 
 import io
-import os
 import wave
 from bisect import bisect_right
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -43,6 +42,17 @@ import openai
 from daemon.audio import Audio
 from daemon.pipeline import Progress, Segment, Transcript, Word
 from daemon.settings import ASRSettings
+from integrations.openai_common import (
+    CallContext,
+    ConfigurationError,
+    OpenAIAuthError,
+    OpenAIBackendError,
+    OpenAIRequestError,
+    OpenAIUnavailableError,
+    make_client,
+    read_api_key,
+    translate_error,
+)
 
 MB = 1_000_000
 WAV_HEADER_BYTES = 44  # what ``wave`` writes for PCM: RIFF + fmt (16) + data chunk headers
@@ -83,25 +93,23 @@ _WHISPER_LANGUAGES = dict(pair.split(":") for pair in _WHISPER_LANGUAGE_TABLE.sp
 
 # --------------------------------------------------------------------------- errors
 
+# The error classes live in integrations.openai_common (shared with the LLM backend) and are
+# re-exported here under their old names: ConfigurationError, OpenAIAuthError,
+# OpenAIUnavailableError, OpenAIRequestError, all subclasses of OpenAIASRError.
+OpenAIASRError = OpenAIBackendError
 
-class OpenAIASRError(RuntimeError):
-    """The OpenAI transcription backend failed; the message names the cause."""
-
-
-class ConfigurationError(OpenAIASRError):
-    """The backend is not usable as configured (e.g. no API key in the named variable)."""
-
-
-class OpenAIAuthError(OpenAIASRError):
-    """The API refused the key (401) or the key may not use this model or endpoint (403)."""
-
-
-class OpenAIUnavailableError(OpenAIASRError):
-    """No answer after the client's retries: connection failure, timeout, 5xx or rate limit."""
-
-
-class OpenAIRequestError(OpenAIASRError):
-    """The API rejected the request itself (400, 404, 413, 422, ...)."""
+__all__ = [
+    "ConfigurationError",
+    "Levels",
+    "OpenAIASRError",
+    "OpenAIAuthError",
+    "OpenAIRequestError",
+    "OpenAITranscriber",
+    "OpenAIUnavailableError",
+    "encode_wav",
+    "language_code",
+    "punctuate_words",
+]
 
 
 # --------------------------------------------------------------------------- audio helpers
@@ -265,27 +273,18 @@ class OpenAITranscriber:
         oc = cfg.openai
         self.model = oc.model
         env = oc.api_key_env
-        key = os.environ.get(env, "").strip()
-        if not key:
-            raise ConfigurationError(
-                f"the openai ASR backend needs an API key, but the environment variable {env} "
-                f"is not set (or empty). Export {env}=sk-... or point asr.openai.api_key_env at "
-                f"the variable that holds the key."
-            )
+        key = read_api_key(env, backend="openai ASR", setting="asr.openai.api_key_env")
         self.api_key_env = env
         self.max_upload_bytes = int(oc.max_upload_mb * MB)
         self.timestamps = "whisper" in self.model.lower()  # verbose_json with word times
         self.concurrency = max(1, int(concurrency))
-        try:
-            self.client = openai.OpenAI(
-                api_key=key,
-                base_url=oc.base_url,
-                max_retries=oc.max_retries,
-                timeout=openai.Timeout(oc.timeout_s, connect=min(10.0, oc.timeout_s)),
-            )
-        except openai.OpenAIError as exc:
-            raise ConfigurationError(f"cannot set up the OpenAI client: {exc}") from exc
+        self.client = make_client(key, oc.base_url, oc.max_retries, oc.timeout_s)
         self.endpoint = str(self.client.base_url).rstrip("/") + "/audio/transcriptions"
+        self._ctx = CallContext(
+            task="transcription", model=self.model, endpoint=self.endpoint, key_env=env,
+            max_retries=oc.max_retries, timeout_s=oc.timeout_s,
+            base_url_setting="asr.openai.base_url",
+        )
 
     # ------------------------------------------------------------------ planning
 
@@ -321,48 +320,8 @@ class OpenAITranscriber:
             kwargs["response_format"] = "json"
         try:
             return self.client.audio.transcriptions.create(**kwargs)
-        except openai.AuthenticationError as exc:
-            raise OpenAIAuthError(
-                f"the OpenAI API rejected the API key from ${self.api_key_env} (HTTP 401): the "
-                f"key is wrong, revoked or expired. Create a new key and set {self.api_key_env}. "
-                f"Server said: {exc.message}"
-            ) from exc
-        except openai.PermissionDeniedError as exc:
-            raise OpenAIAuthError(
-                f"the API key from ${self.api_key_env} may not use model {self.model!r} at "
-                f"{self.endpoint} (HTTP 403): the key's project or organisation lacks access, "
-                f"or the key was revoked. Server said: {exc.message}"
-            ) from exc
-        except openai.RateLimitError as exc:
-            quota = exc.code == "insufficient_quota"
-            cause = ("the account is out of quota (check billing)" if quota else
-                     "still rate-limited")
-            raise OpenAIUnavailableError(
-                f"OpenAI transcription failed: {cause} after {self.cfg.openai.max_retries} "
-                f"retries (HTTP 429). Server said: {exc.message}"
-            ) from exc
-        except openai.APITimeoutError as exc:
-            raise OpenAIUnavailableError(
-                f"OpenAI transcription timed out ({self.cfg.openai.timeout_s:g} s a request, "
-                f"{self.cfg.openai.max_retries} retries) at {self.endpoint}"
-            ) from exc
-        except openai.APIConnectionError as exc:
-            cause = exc.__cause__ or exc
-            raise OpenAIUnavailableError(
-                f"cannot reach the OpenAI API at {self.endpoint} after "
-                f"{self.cfg.openai.max_retries} retries: {type(cause).__name__}: {cause}. "
-                f"Check the network, proxy settings and asr.openai.base_url."
-            ) from exc
-        except openai.APIStatusError as exc:
-            if exc.status_code >= 500:
-                raise OpenAIUnavailableError(
-                    f"the OpenAI API kept failing (HTTP {exc.status_code}) after "
-                    f"{self.cfg.openai.max_retries} retries. Server said: {exc.message}"
-                ) from exc
-            raise OpenAIRequestError(
-                f"the OpenAI API rejected the transcription request for model {self.model!r} "
-                f"(HTTP {exc.status_code}): {exc.message}"
-            ) from exc
+        except openai.OpenAIError as exc:
+            raise translate_error(exc, self._ctx) from exc
 
     def _transcribe_piece(
         self, samples: np.ndarray, sr: int, levels: Levels, piece: _Piece

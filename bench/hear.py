@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
-"""Benchmark the hear half on CPU (or GPU): per stage seconds, real-time factor, peak memory.
+"""Benchmark the pipeline on CPU (or GPU): per stage seconds, real-time factor, peak memory.
 
     .venv/bin/python bench/hear.py [--eval ../shared/eval] [--asr-model embedded:base] [FILES...]
+    .venv/bin/python bench/hear.py --minutes [--llm-model embedded:qwen2.5-coder-1.5b] ...
+
+With --minutes the understand half runs too (speaker names, LLM minutes) and the table
+gains the LLM's tokens/s; with an eval dir, score.py's full line is printed per meeting.
 
 Model loading is timed apart from processing (the daemon loads once and stays warm). Peak
 memory is the process's resident set size sampled every 20 ms during each stage. With an
@@ -70,6 +74,9 @@ def main() -> int:
     ap.add_argument("--asr-model", default=None)
     ap.add_argument("--diarizer", default=None)
     ap.add_argument("--config", default=None)
+    ap.add_argument("--minutes", action="store_true", help="also name speakers and write minutes")
+    ap.add_argument("--llm-model", default=None)
+    ap.add_argument("--out", default=None, help="keep outputs here (one folder per meeting)")
     args = ap.parse_args()
 
     from daemon.privacy import lock_down
@@ -88,6 +95,8 @@ def main() -> int:
         settings.asr.model = args.asr_model
     if args.diarizer:
         settings.diarization.backend = args.diarizer
+    if args.llm_model:
+        settings.llm.model = args.llm_model
 
     eval_dir = Path(args.eval)
     files = [Path(f) for f in args.files]
@@ -105,7 +114,15 @@ def main() -> int:
         t0 = time.perf_counter()
         hearer = Hearer(settings)
         load_s = time.perf_counter() - t0
-    rows.append(("(all)", "model load", load_s, None, mem.peak))
+    rows.append(("(all)", "model load: ASR + diarizer", load_s, None, mem.peak))
+    processor = None
+    if args.minutes:
+        from daemon.pipeline import Processor
+
+        with RSSPeak() as mem:
+            t0 = time.perf_counter()
+            processor = Processor(settings, hearer=hearer)
+            rows.append(("(all)", "model load: LLM", time.perf_counter() - t0, None, mem.peak))
     for f in files:
         name = f.parent.name if f.name == "meeting.mp3" else f.name
         times = StageTimes()
@@ -150,11 +167,41 @@ def main() -> int:
             d = score.der(ref_rttm, [(s.speaker, s.start, s.end) for s in res.transcript.segments])
             d = d[0] if isinstance(d, tuple) else d
             quality = f"WER {w:.3f} DER {d:.3f}"
-        for stage, secs, m in (("decode", times.decode_s, m_dec), ("diarize", times.diarize_s, m_dia),
-                               ("transcribe", times.transcribe_s, m_asr), ("join", times.join_s, m_join)):
+        stages = [("decode", times.decode_s, m_dec), ("diarize", times.diarize_s, m_dia),
+                  ("transcribe", times.transcribe_s, m_asr), ("join", times.join_s, m_join)]
+        if processor is not None:
+            import tempfile
+
+            from daemon.names import apply_names, assign_names
+            from daemon.output import write_minutes, write_transcript
+
+            with RSSPeak() as m_names:
+                t0 = time.perf_counter()
+                names, _ = assign_names(res.transcript, settings.minutes.roster)
+                apply_names(res.transcript, names)
+                names_s = time.perf_counter() - t0
+            with RSSPeak() as m_llm:
+                t0 = time.perf_counter()
+                minutes, facts = processor.understand(res.transcript, f)
+                llm_s = time.perf_counter() - t0
+            st = processor.writer.stats
+            stages += [("speaker names", names_s, m_names),
+                       (f"minutes (LLM {st.new_tokens} tok, {st.tokens_per_s:.1f} tok/s)", llm_s, m_llm)]
+            total += names_s + llm_s
+            outdir = Path(args.out) / name if args.out else Path(tempfile.mkdtemp())
+            write_transcript(res.transcript, outdir)
+            write_minutes(minutes, outdir, facts.time)
+            if score and (f.parent / "truth.json").exists():
+                import subprocess
+
+                line = subprocess.run([sys.executable, str(eval_dir / "score.py"), str(f.parent),
+                                       str(outdir)], capture_output=True, text=True).stdout.strip()
+                quality = line
+            processor.writer.stats = type(st)()
+        for stage, secs, m in stages:
             rows.append((name, stage, secs, dur / secs if secs > 0 else float("inf"), m.peak))
-        rows.append((name, f"total ({dur:.0f} s audio)", total, dur / total, max(
-            m_dec.peak, m_dia.peak, m_asr.peak, m_join.peak), quality))
+        rows.append((name, f"total ({dur:.0f} s audio)", total, dur / total,
+                     max(m.peak for _, _, m in stages), quality))
 
     cfg = settings.asr
     print(f"\nminutesd hear bench — asr={cfg.backend}:{cfg.model} ({getattr(hearer.transcriber, 'device', '?')}, "
@@ -162,11 +209,15 @@ def main() -> int:
     gpu = gpu_peak_mib()
     if gpu is not None:
         print(f"GPU peak allocated: {gpu:.0f} MiB")
-    print(f"{'file':<22} {'stage':<24} {'seconds':>8} {'x realtime':>11} {'peak RSS MiB':>13}  quality")
-    print("-" * 100)
+    if processor is not None:
+        print(f"llm={settings.llm.backend}:{settings.llm.model} ({settings.llm.quantization})")
+    print(f"{'file':<20} {'stage':<40} {'seconds':>8} {'x realtime':>11} {'peak RSS MiB':>13}")
+    print("-" * 96)
     for r in rows:
         rtf = "" if r[3] is None else f"{r[3]:.1f}"
-        print(f"{r[0]:<22} {r[1]:<24} {r[2]:>8.2f} {rtf:>11} {r[4]:>13.0f}  {r[5] if len(r) > 5 else ''}")
+        print(f"{r[0]:<20} {r[1]:<40} {r[2]:>8.2f} {rtf:>11} {r[4]:>13.0f}")
+        if len(r) > 5 and r[5]:
+            print(f"{'':<20} {r[5]}")
     return 0
 
 

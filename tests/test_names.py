@@ -70,3 +70,11 @@ def test_self_introduction():
     assert assign_names(t)[0] == {"S0": "Ingrid"}
     t2 = transcript([("S0", "I am David and Priya with me."), ("S1", "Hello.")])
     assert "S0" not in assign_names(t2)[0]  # ASR slip for "I have David and Priya"
+
+
+def test_address_after_a_capitalised_lead_word():
+    t = transcript([("S0", "We need data."), ("S1", "I agree."),
+                    ("S0", "Good, Priya, please run the survey and bring the results."),
+                    ("S2", "Sure, I will.")])
+    names, _ = assign_names(t)
+    assert names.get("S2") == "Priya"

@@ -3,7 +3,8 @@
 #   make test    lint + the whole test suite (real models, real audio; CUDA tests skip without a GPU)
 PY ?= python3
 VENV ?= .venv
-APT_PACKAGES = ffmpeg espeak-ng sox
+# systemd only for `systemd-analyze` (unit tests of the service file); nothing is booted.
+APT_PACKAGES = ffmpeg espeak-ng sox systemd
 
 .PHONY: setup system-packages test lint bench clean
 

@@ -85,6 +85,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("settings", help="print the effective settings (after env overrides)")
     _common(s)
+
+    r = sub.add_parser("run", help="the daemon: watch the inbox, turn recordings into archived "
+                                   "minutes (systemd Type=notify aware)")
+    _common(r)
+
+    q = sub.add_parser("search", help="full-text search of the archived minutes and transcripts")
+    q.add_argument("query", nargs="+", help="words to find (all must appear); a quoted "
+                                            "argument with spaces is a phrase")
+    q.add_argument("--json", action="store_true", help="JSON output")
+    q.add_argument("--limit", type=int, default=10, help="best N matches (default 10)")
+    q.add_argument("--raw", action="store_true", help="pass the query to SQLite FTS5 as is "
+                                                     "(OR, NEAR, column filters)")
+    _common(q)
+
+    st = sub.add_parser("status", help="the daemon, its queue, recent jobs and failures")
+    st.add_argument("--json", action="store_true", help="JSON output")
+    _common(st)
+
+    dr = sub.add_parser("doctor", help="check settings, folders, permissions, models, GPU and "
+                                       "credentials, and say what to fix")
+    dr.add_argument("--json", action="store_true", help="JSON output")
+    _common(dr)
     return parser
 
 
@@ -206,8 +228,7 @@ def cmd_process(args) -> int:
     log.info(
         "minutes written", out=str(out), title=result.minutes.title,
         attendees=result.minutes.attendees, action_items=len(result.minutes.action_items),
-        **result.hear.times.as_dict(), names_s=round(result.names_s, 3),
-        minutes_s=round(result.minutes_s, 2),
+        **result.hear.times.as_dict(), minutes_s=round(result.minutes_s, 2),
         llm_tok_per_s=round(st.tokens_per_s, 2) if st else None,
         total_s=round(time.perf_counter() - t0, 2),
     )
@@ -223,13 +244,47 @@ def cmd_settings(args) -> int:
     return EXIT_OK
 
 
+def cmd_run(args) -> int:
+    if os.environ.get("JOURNAL_STREAM") and not sys.stderr.isatty():
+        args.json_logs = True  # under systemd: JSON lines for journald
+    # Library progress bars (model conversion, weight loading) are noise in a journal.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    settings = _load(args)
+    from daemon.service import Service
+
+    return Service(settings).run()
+
+
+def cmd_search(args) -> int:
+    from daemon.report import search
+
+    # `minutesd search "login crash"` arrives as one argument with a space: a phrase.
+    words = args.query if args.raw else [
+        f'"{a}"' if " " in a.strip() and '"' not in a else a for a in args.query]
+    return search(_load(args), " ".join(words), args.limit, args.json, args.raw)
+
+
+def cmd_status(args) -> int:
+    from daemon.report import status
+
+    return status(_load(args), args.json)
+
+
+def cmd_doctor(args) -> int:
+    from daemon.doctor import doctor
+
+    return doctor(_load(args), args.json)
+
+
 def main(argv: list[str] | None = None) -> int:
     from daemon.privacy import lock_down
 
     lock_down()
     args = build_parser().parse_args(argv)
     handler = {"transcribe": cmd_transcribe, "process": cmd_process,
-               "settings": cmd_settings}[args.command]
+               "settings": cmd_settings, "run": cmd_run, "search": cmd_search,
+               "status": cmd_status, "doctor": cmd_doctor}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:

@@ -122,6 +122,73 @@ class LoggingSettings(_Strict):
     json_lines: bool = False
 
 
+DEFAULT_IGNORE = [
+    ".*",  # dotfiles and dot-folders (.DS_Store, .syncthing.*.tmp, .~lock files, rsync temps)
+    "*.part",
+    "*.partial",
+    "*.crdownload",
+    "*.download",
+    "*.tmp",
+    "*~",
+    "~$*",
+    "@eaDir",
+    "#recycle",
+    "Thumbs.db",
+    "desktop.ini",
+]
+
+
+class DaemonSettings(_Strict):
+    """``minutesd run``: the watched inbox, where files go, and the durable job queue."""
+
+    root: Path = Path("~/minutes")
+    inbox: Path = Path("inbox")
+    processed: Path = Path("processed")
+    failed: Path = Path("failed")
+    duplicates: Path = Path("duplicates")
+    state_dir: Path | None = None
+    polling: bool = False
+    poll_interval_s: float = Field(5.0, gt=0, le=3600)
+    stable_seconds: float = Field(5.0, ge=0, le=86400)
+    rescan_interval_s: float = Field(300.0, ge=0)
+    ignore: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE))
+    max_attempts: int = Field(3, ge=1, le=100)
+    retry_backoff_s: float = Field(60.0, ge=0)
+    retry_backoff_max_s: float = Field(3600.0, ge=0)
+    keep_originals: bool = False
+    concurrency: int = Field(1, ge=1, le=16)
+    min_free_mb: int = Field(200, ge=0)
+    stop_timeout_s: float = Field(60.0, ge=0, le=3600)
+
+    def _under_root(self, p: Path) -> Path:
+        p = Path(os.path.expandvars(str(p))).expanduser()
+        if p.is_absolute():
+            return p
+        return Path(os.path.expandvars(str(self.root))).expanduser() / p
+
+    def resolved(self, name: str) -> Path:
+        """``inbox``, ``processed``, ``failed`` or ``duplicates`` as an absolute path."""
+        return self._under_root(getattr(self, name)).absolute()
+
+    def resolved_state_dir(self) -> Path:
+        """``state_dir``, else systemd's $STATE_DIRECTORY, else $XDG_STATE_HOME/minutesd."""
+        if self.state_dir is not None:
+            return self._under_root(self.state_dir).absolute()
+        env = os.environ.get("STATE_DIRECTORY")
+        if env:
+            return Path(env.split(":")[0])
+        xdg = os.environ.get("XDG_STATE_HOME") or "~/.local/state"
+        return (Path(xdg).expanduser() / "minutesd").absolute()
+
+
+class ArchiveSettings(_Strict):
+    backend: Literal["local"] = "local"
+    path: Path = Path("archive")
+
+    def resolved_path(self, daemon: DaemonSettings) -> Path:
+        return daemon._under_root(self.path).absolute()
+
+
 class Settings(_Strict):
     asr: ASRSettings = ASRSettings()
     diarization: DiarizationSettings = DiarizationSettings()
@@ -129,6 +196,8 @@ class Settings(_Strict):
     llm: LLMSettings = LLMSettings()
     minutes: MinutesSettings = MinutesSettings()
     logging: LoggingSettings = LoggingSettings()
+    daemon: DaemonSettings = DaemonSettings()
+    archive: ArchiveSettings = ArchiveSettings()
     cache_dir: Path = Path("~/.cache/minutesd")
     source: str = Field("<defaults>", exclude=True)
 

@@ -1,0 +1,405 @@
+"""The durable job queue: one SQLite database (WAL) in the state folder, keyed by sha256.
+
+A job is one recording's content. It moves through recorded steps::
+
+    received ──▶ transcribed ──▶ minutes_written ──▶ archived ──▶ done
+                 (transcript     (minutes JSON       (archive      (original moved to
+                  JSON stored)    stored)             reference)    processed/ or kept)
+
+Each step's output is written in the same transaction that records the step, so after a
+crash or ``kill -9`` the job resumes at the step after the last one recorded, with that
+step's inputs at hand. ``attempts`` counts starts of the current step that did not finish
+(errors *and* crashes, recorded before the step runs), so a recording that crashes the
+process every time still reaches ``failed/`` after ``max_attempts`` instead of crash-looping
+the daemon. Environment problems (disk full, permissions) and clean shutdowns give the
+attempt back.
+
+The queue is ordered by arrival (``id``); a job waiting for a retry is skipped until due.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+STEPS = ("received", "transcribed", "minutes_written", "archived", "done")
+NEXT_STEP = dict(zip(STEPS[:-1], STEPS[1:], strict=True))
+STATES = ("queued", "running", "done", "failed", "cancelled")
+DB_NAME = "jobs.sqlite3"
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    sha256          TEXT    NOT NULL UNIQUE,
+    name            TEXT    NOT NULL,
+    path            TEXT    NOT NULL,
+    size            INTEGER NOT NULL,
+    mtime_ns        INTEGER NOT NULL,
+    state           TEXT    NOT NULL CHECK (state IN ('queued','running','done','failed','cancelled')),
+    step            TEXT    NOT NULL CHECK (step IN ('received','transcribed','minutes_written','archived','done')),
+    current_step    TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL    NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    meeting_date    TEXT,
+    meeting_time    TEXT,
+    transcript_json TEXT,
+    minutes_json    TEXT,
+    title           TEXT,
+    archive_ref     TEXT,
+    dest_path       TEXT,
+    created_at      REAL    NOT NULL,
+    updated_at      REAL    NOT NULL,
+    finished_at     REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, next_attempt_at, id);
+CREATE INDEX IF NOT EXISTS jobs_file ON jobs (path, size, mtime_ns);
+CREATE TABLE IF NOT EXISTS events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      REAL NOT NULL,
+    sha256  TEXT,
+    name    TEXT,
+    kind    TEXT NOT NULL,
+    step    TEXT,
+    detail  TEXT
+);
+CREATE INDEX IF NOT EXISTS events_kind ON events (kind, id);
+CREATE TABLE IF NOT EXISTS daemon (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    pid          INTEGER,
+    started_at   REAL,
+    heartbeat_at REAL,
+    phase        TEXT,
+    health       TEXT,
+    info         TEXT
+);
+"""
+
+
+@dataclass
+class Job:
+    id: int
+    sha256: str
+    name: str
+    path: str
+    size: int
+    mtime_ns: int
+    state: str
+    step: str
+    current_step: str | None
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    meeting_date: str | None
+    meeting_time: str | None
+    transcript_json: str | None
+    minutes_json: str | None
+    title: str | None
+    archive_ref: str | None
+    dest_path: str | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+    @property
+    def short(self) -> str:
+        return self.sha256[:12]
+
+    @property
+    def next_step(self) -> str | None:
+        return NEXT_STEP.get(self.step)
+
+    def summary(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)
+             if f.name not in ("transcript_json", "minutes_json")}
+        return d
+
+
+_COLS = ", ".join(f.name for f in fields(Job))
+
+
+class JobStore:
+    """Thread-safe (one connection behind a lock); readers in other processes (``minutesd
+    status``) see a consistent snapshot thanks to WAL."""
+
+    def __init__(self, path: Path, readonly: bool = False):
+        self.path = Path(path)
+        self.readonly = readonly
+        self._lock = threading.RLock()
+        if readonly:
+            uri = f"file:{self.path}?mode=ro"
+            self.db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None,
+                                      check_same_thread=False)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                      check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a step recorded is on disk even after a power cut, not only after kill -9.
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(SCHEMA)
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self.db.execute("PRAGMA busy_timeout=30000")
+        self.db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+    @contextlib.contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def _job(self, row: sqlite3.Row | None) -> Job | None:
+        return Job(**dict(row)) if row is not None else None
+
+    def _event(self, db: sqlite3.Connection, kind: str, sha: str | None, name: str | None,
+               step: str | None = None, detail: Any = None) -> None:
+        if detail is not None and not isinstance(detail, str):
+            detail = json.dumps(detail, ensure_ascii=False)
+        db.execute("INSERT INTO events (at, sha256, name, kind, step, detail) VALUES (?,?,?,?,?,?)",
+                   (time.time(), sha, name, kind, step, detail))
+
+    # ------------------------------------------------------------------ lookups
+
+    def get(self, sha: str) -> Job | None:
+        with self._lock:
+            return self._job(self.db.execute(f"SELECT {_COLS} FROM jobs WHERE sha256=?",
+                                             (sha,)).fetchone())
+
+    def find_file(self, path: str, size: int, mtime_ns: int) -> Job | None:
+        """The job that already took exactly this file (same path, size and mtime)."""
+        with self._lock:
+            return self._job(self.db.execute(
+                f"SELECT {_COLS} FROM jobs WHERE path=? AND size=? AND mtime_ns=?",
+                (path, size, mtime_ns)).fetchone())
+
+    def jobs(self, where: str = "1", args: tuple = (), order: str = "id",
+             limit: int = 1000) -> list[Job]:
+        with self._lock:
+            rows = self.db.execute(
+                f"SELECT {_COLS} FROM jobs WHERE {where} ORDER BY {order} LIMIT ?",
+                (*args, limit)).fetchall()
+        return [Job(**dict(r)) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        out = dict.fromkeys(STATES, 0)
+        out.update({r[0]: r[1] for r in rows})
+        return out
+
+    def events(self, kind: str | None = None, limit: int = 20, sha: str | None = None) -> list[dict]:
+        q, args = "SELECT * FROM events WHERE 1", []
+        if kind:
+            q += " AND kind=?"
+            args.append(kind)
+        if sha:
+            q += " AND sha256=?"
+            args.append(sha)
+        q += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            return [dict(r) for r in self.db.execute(q, args).fetchall()]
+
+    def event_count(self, kind: str) -> int:
+        with self._lock:
+            return self.db.execute("SELECT COUNT(*) FROM events WHERE kind=?", (kind,)).fetchone()[0]
+
+    # ------------------------------------------------------------------ changes
+
+    def note(self, kind: str, sha: str | None, name: str | None, step: str | None = None,
+             detail: Any = None) -> None:
+        with self.tx() as db:
+            self._event(db, kind, sha, name, step, detail)
+
+    def add(self, sha: str, name: str, path: str, size: int, mtime_ns: int,
+            meeting_date: str | None, meeting_time: str | None) -> Job:
+        now = time.time()
+        with self.tx() as db:
+            db.execute(
+                "INSERT INTO jobs (sha256, name, path, size, mtime_ns, state, step, attempts,"
+                " next_attempt_at, meeting_date, meeting_time, created_at, updated_at)"
+                " VALUES (?,?,?,?,?,'queued','received',0,0,?,?,?,?)",
+                (sha, name, path, size, mtime_ns, meeting_date, meeting_time, now, now))
+            self._event(db, "received", sha, name, "received", {"path": path, "size": size})
+        job = self.get(sha)
+        assert job is not None
+        return job
+
+    def requeue(self, sha: str, name: str, path: str, size: int, mtime_ns: int,
+                meeting_date: str | None, meeting_time: str | None) -> Job:
+        """A failed (or cancelled) recording dropped into the inbox again: try it again,
+        from the last step it finished."""
+        with self.tx() as db:
+            db.execute(
+                "UPDATE jobs SET state='queued', name=?, path=?, size=?, mtime_ns=?, attempts=0,"
+                " next_attempt_at=0, current_step=NULL, dest_path=NULL, finished_at=NULL,"
+                " meeting_date=?, meeting_time=?, updated_at=? WHERE sha256=?",
+                (name, path, size, mtime_ns, meeting_date, meeting_time, time.time(), sha))
+            self._event(db, "requeued", sha, name, None, {"path": path})
+        job = self.get(sha)
+        assert job is not None
+        return job
+
+    def claim_next(self, now: float | None = None) -> Job | None:
+        """The oldest queued job that is due, marked running; None if there is none."""
+        now = time.time() if now is None else now
+        with self.tx() as db:
+            row = db.execute(
+                f"SELECT {_COLS} FROM jobs WHERE state='queued' AND next_attempt_at<=?"
+                " ORDER BY id LIMIT 1", (now,)).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE jobs SET state='running', updated_at=? WHERE sha256=?",
+                       (time.time(), row["sha256"]))
+        job = self.get(row["sha256"])
+        return job
+
+    def next_due_in(self, now: float | None = None) -> float | None:
+        now = time.time() if now is None else now
+        with self._lock:
+            r = self.db.execute("SELECT MIN(next_attempt_at) FROM jobs WHERE state='queued'"
+                                ).fetchone()[0]
+        return None if r is None else max(0.0, r - now)
+
+    def begin_step(self, sha: str, step: str) -> int:
+        """Record that ``step`` starts (before it runs, so a crash counts); the attempt number."""
+        with self.tx() as db:
+            db.execute("UPDATE jobs SET attempts=attempts+1, current_step=?, updated_at=?"
+                       " WHERE sha256=?", (step, time.time(), sha))
+            return db.execute("SELECT attempts FROM jobs WHERE sha256=?", (sha,)).fetchone()[0]
+
+    def finish_step(self, sha: str, step: str, detail: Any = None, **values: Any) -> None:
+        """Record ``step`` as done together with its outputs, in one transaction."""
+        allowed = {"transcript_json", "minutes_json", "title", "archive_ref", "dest_path",
+                   "path", "meeting_date", "meeting_time"}
+        assert set(values) <= allowed, set(values) - allowed
+        now = time.time()
+        sets = ", ".join(f"{k}=?" for k in values)
+        extra = (", " + sets) if sets else ""
+        done = step == "done"
+        with self.tx() as db:
+            db.execute(
+                f"UPDATE jobs SET step=?, attempts=0, current_step=NULL, last_error=NULL,"
+                f" next_attempt_at=0, updated_at=?{extra}"
+                + (", state='done', finished_at=?, transcript_json=NULL, minutes_json=NULL"
+                   if done else "")
+                + " WHERE sha256=?",
+                (step, now, *values.values(), *((now,) if done else ()), sha))
+            name = db.execute("SELECT name FROM jobs WHERE sha256=?", (sha,)).fetchone()[0]
+            self._event(db, step, sha, name, step, detail)
+
+    def update_stat(self, sha: str, size: int, mtime_ns: int) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE jobs SET size=?, mtime_ns=?, updated_at=? WHERE sha256=?",
+                       (size, mtime_ns, time.time(), sha))
+
+    def set_dest(self, sha: str, dest: str | None) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE jobs SET dest_path=?, updated_at=? WHERE sha256=?",
+                       (dest, time.time(), sha))
+
+    def retry_later(self, sha: str, step: str, error: str, delay_s: float) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE jobs SET state='queued', current_step=NULL, last_error=?,"
+                       " next_attempt_at=?, updated_at=? WHERE sha256=?",
+                       (error, time.time() + delay_s, time.time(), sha))
+            name = db.execute("SELECT name FROM jobs WHERE sha256=?", (sha,)).fetchone()[0]
+            self._event(db, "retry", sha, name, step, {"error": error, "in_s": round(delay_s, 1)})
+
+    def wait_environment(self, sha: str, step: str, error: str, delay_s: float) -> None:
+        """Disk full / permission denied: the attempt does not count; retry after the delay."""
+        with self.tx() as db:
+            db.execute("UPDATE jobs SET state='queued', current_step=NULL, last_error=?,"
+                       " attempts=MAX(0, attempts-1), next_attempt_at=?, updated_at=?"
+                       " WHERE sha256=?", (error, time.time() + delay_s, time.time(), sha))
+            name = db.execute("SELECT name FROM jobs WHERE sha256=?", (sha,)).fetchone()[0]
+            self._event(db, "environment", sha, name, step, {"error": error})
+
+    def release(self, sha: str) -> None:
+        """Back to the queue without counting the attempt (clean shutdown mid-step)."""
+        with self.tx() as db:
+            db.execute("UPDATE jobs SET state='queued', current_step=NULL,"
+                       " attempts=MAX(0, attempts-1), updated_at=? WHERE sha256=?"
+                       " AND state='running'", (time.time(), sha))
+
+    def fail(self, sha: str, step: str, error: str, path: str | None,
+             detail: Any = None) -> None:
+        now = time.time()
+        with self.tx() as db:
+            db.execute("UPDATE jobs SET state='failed', current_step=NULL, last_error=?,"
+                       " path=COALESCE(?, path), finished_at=?, updated_at=? WHERE sha256=?",
+                       (error, path, now, now, sha))
+            name = db.execute("SELECT name FROM jobs WHERE sha256=?", (sha,)).fetchone()[0]
+            self._event(db, "failed", sha, name, step, detail or {"error": error})
+
+    def finish_move(self, sha: str, dest: str) -> None:
+        """The original now lives at ``dest`` (failed/): record it."""
+        with self.tx() as db:
+            db.execute("UPDATE jobs SET path=?, dest_path=?, updated_at=? WHERE sha256=?",
+                       (dest, dest, time.time(), sha))
+
+    def cancel(self, sha: str, reason: str) -> None:
+        now = time.time()
+        with self.tx() as db:
+            db.execute("UPDATE jobs SET state='cancelled', current_step=NULL, last_error=?,"
+                       " finished_at=?, updated_at=? WHERE sha256=?", (reason, now, now, sha))
+            name = db.execute("SELECT name FROM jobs WHERE sha256=?", (sha,)).fetchone()[0]
+            self._event(db, "cancelled", sha, name, None, {"reason": reason})
+
+    def recover(self) -> list[Job]:
+        """At start: jobs left 'running' by a process that died. Back to the queue (the
+        interrupted attempt stays counted); returns them."""
+        with self.tx() as db:
+            rows = db.execute(f"SELECT {_COLS} FROM jobs WHERE state='running' ORDER BY id"
+                              ).fetchall()
+            for r in rows:
+                db.execute("UPDATE jobs SET state='queued', updated_at=? WHERE sha256=?",
+                           (time.time(), r["sha256"]))
+                self._event(db, "recovered", r["sha256"], r["name"], r["current_step"],
+                            {"attempts": r["attempts"], "last_step": r["step"]})
+        return [Job(**dict(r)) for r in rows]
+
+    # ------------------------------------------------------------------ the daemon's own row
+
+    def heartbeat(self, phase: str, health: str | None = None,
+                  info: dict[str, Any] | None = None, started: bool = False) -> None:
+        import os
+
+        now = time.time()
+        with self.tx() as db:
+            if started:
+                db.execute("INSERT OR REPLACE INTO daemon (id, pid, started_at, heartbeat_at,"
+                           " phase, health, info) VALUES (1,?,?,?,?,?,?)",
+                           (os.getpid(), now, now, phase, health,
+                            json.dumps(info or {}, ensure_ascii=False)))
+            else:
+                db.execute("UPDATE daemon SET heartbeat_at=?, phase=?, health=?,"
+                           " info=COALESCE(?, info) WHERE id=1",
+                           (now, phase, health,
+                            json.dumps(info, ensure_ascii=False) if info is not None else None))
+
+    def daemon_info(self) -> dict[str, Any] | None:
+        with self._lock:
+            r = self.db.execute("SELECT * FROM daemon WHERE id=1").fetchone()
+        if r is None:
+            return None
+        d = dict(r)
+        d["info"] = json.loads(d["info"]) if d.get("info") else {}
+        return d

@@ -1,0 +1,195 @@
+"""``minutesd search`` and ``minutesd status``: read-only views for people (and ``--json``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from daemon.settings import Settings
+
+EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE = 0, 1, 2
+
+
+def _bold(use_ansi: bool) -> tuple[str, str]:
+    return ("\x1b[1;33m", "\x1b[0m") if use_ansi else ("**", "**")
+
+
+def search(settings: Settings, query: str, limit: int = 10, as_json: bool = False,
+           raw: bool = False) -> int:
+    import sqlite3
+
+    from daemon.archive import SearchableArchive, build_archive
+
+    archive = build_archive(settings)
+    if not isinstance(archive, SearchableArchive):
+        print(f"minutesd: the {archive.name} archive cannot be searched here", file=sys.stderr)
+        return EXIT_USAGE
+    index = getattr(archive, "index_path", None)
+    if index is not None and not Path(index).exists():
+        print(f"minutesd: no archive yet at {Path(index).parent} (nothing archived so far)",
+              file=sys.stderr)
+        return EXIT_NO_MATCH
+    try:
+        hits = archive.search(query, limit=limit, raw=raw)
+    except ValueError as exc:
+        print(f"minutesd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except sqlite3.OperationalError as exc:
+        print(f"minutesd: bad search query {query!r}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if as_json:
+        print(json.dumps({"query": query, "hits": [h.as_json() for h in hits]}, indent=2,
+                         ensure_ascii=False))
+        return EXIT_OK if hits else EXIT_NO_MATCH
+    if not hits:
+        print(f"no matches for {query!r}", file=sys.stderr)
+        return EXIT_NO_MATCH
+    from daemon.archive import render_snippet
+
+    b0, b1 = _bold(sys.stdout.isatty())
+    for h in hits:
+        when = h.date + (f" {h.time}" if h.time else "")
+        print(f"{when}  {h.title}")
+        print(f"    {render_snippet(h.snippet, b0, b1)}")
+        print(f"    {h.ref}")
+    return EXIT_OK
+
+
+def _ago(ts: float | None) -> str:
+    if not ts:
+        return "never"
+    s = max(0, int(time.time() - ts))
+    if s < 120:
+        return f"{s} s ago"
+    if s < 7200:
+        return f"{s // 60} min ago"
+    if s < 172800:
+        return f"{s // 3600} h ago"
+    return f"{s // 86400} days ago"
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def collect_status(settings: Settings) -> dict[str, Any]:
+    from daemon.jobs import DB_NAME, JobStore
+    from daemon.service import HEARTBEAT_S
+
+    state_dir = settings.daemon.resolved_state_dir()
+    db = state_dir / DB_NAME
+    out: dict[str, Any] = {"state_db": str(db), "settings": settings.source}
+    if not db.exists():
+        out["daemon"] = {"running": False, "note": "no job queue yet (has minutesd run started "
+                                                   "with these settings?)"}
+        return out
+    try:
+        store = JobStore(db, readonly=True)
+        store.counts()
+    except sqlite3.Error as exc:
+        out["daemon"] = {"running": False, "note": f"the job queue cannot be read: {exc}"}
+        return out
+    try:
+        d = store.daemon_info() or {}
+        running = (d.get("phase") not in (None, "stopped") and _pid_alive(d.get("pid"))
+                   and time.time() - (d.get("heartbeat_at") or 0) < 6 * HEARTBEAT_S
+                   + (600 if d.get("phase") == "starting" else 0))
+        out["daemon"] = {"running": running, "pid": d.get("pid"), "phase": d.get("phase"),
+                         "started_at": d.get("started_at"), "heartbeat_at": d.get("heartbeat_at"),
+                         "health": d.get("health"), "backends": d.get("info") or {}}
+        out["counts"] = store.counts()
+        out["duplicates"] = store.event_count("duplicate")
+        out["failed_files"] = store.event_count("failed")
+        out["queue"] = [_job(j) for j in store.jobs("state IN ('queued','running')")]
+        out["recent"] = [_job(j) for j in store.jobs("state='done'", order="finished_at DESC",
+                                                     limit=10)]
+        out["failures"] = [
+            {"time": e["at"], "file": e["name"], "sha256": e["sha256"], "step": e["step"],
+             **(json.loads(e["detail"]) if e["detail"] else {})}
+            for e in store.events("failed", limit=10)]
+        out["recent_duplicates"] = [
+            {"time": e["at"], "file": e["name"], **(json.loads(e["detail"]) if e["detail"] else {})}
+            for e in store.events("duplicate", limit=5)]
+    finally:
+        store.close()
+    return out
+
+
+def _job(j) -> dict[str, Any]:
+    return {"sha256": j.sha256, "file": j.name, "state": j.state, "step": j.step,
+            "next_step": j.next_step, "attempts": j.attempts,
+            "next_attempt_at": j.next_attempt_at or None, "last_error": j.last_error,
+            "title": j.title, "archive": j.archive_ref, "path": j.path,
+            "received_at": j.created_at, "finished_at": j.finished_at}
+
+
+def status(settings: Settings, as_json: bool = False) -> int:
+    st = collect_status(settings)
+    if as_json:
+        print(json.dumps(st, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    d = st["daemon"]
+    print(f"settings: {st['settings']}")
+    print(f"queue db: {st['state_db']}")
+    if "counts" not in st:
+        print(f"daemon:   not running ({d.get('note')})")
+        return EXIT_OK
+    if d["running"]:
+        up = int(time.time() - (d["started_at"] or time.time()))
+        print(f"daemon:   running, pid {d['pid']}, {d['phase']}, up {up // 3600} h "
+              f"{up % 3600 // 60} min, heartbeat {_ago(d['heartbeat_at'])}")
+    else:
+        print(f"daemon:   not running (last seen {_ago(d.get('heartbeat_at'))})")
+    print(f"health:   {d.get('health') or 'ok'}")
+    b = d.get("backends") or {}
+    if b:
+        print("backends: " + ", ".join(f"{k}={v}" for k, v in b.items() if k != "inbox"))
+        if b.get("inbox"):
+            print(f"inbox:    {b['inbox']}")
+    c = st["counts"]
+    print(f"jobs:     {c['queued']} queued, {c['running']} running, {c['done']} done, "
+          f"{c['failed']} failed, {c['cancelled']} cancelled")
+    print(f"files:    {st['failed_files']} moved to failed/, {st['duplicates']} duplicates "
+          "moved aside (in all)")
+    if st["queue"]:
+        print("queue:")
+        for j in st["queue"]:
+            extra = ""
+            if j["next_attempt_at"] and j["next_attempt_at"] > time.time():
+                extra = f", retry in {int(j['next_attempt_at'] - time.time())} s"
+            err = f"\n        last error: {j['last_error']}" if j["last_error"] else ""
+            print(f"  {j['sha256'][:12]}  {j['file']}  {j['state']}, next: {j['next_step']}, "
+                  f"attempts {j['attempts']}{extra}{err}")
+    if st["recent"]:
+        print("recent:")
+        for j in st["recent"]:
+            print(f"  {_when(j['finished_at'])}  {j['sha256'][:12]}  {j['file']}  "
+                  f"-> {j['archive']}")
+    if st["failures"]:
+        print("failures:")
+        for f in st["failures"]:
+            print(f"  {_when(f['time'])}  {(f['sha256'] or '')[:12]}  {f['file']}  "
+                  f"[{f.get('step')}] {f.get('error')}")
+    if st["recent_duplicates"]:
+        print("duplicates:")
+        for f in st["recent_duplicates"]:
+            print(f"  {_when(f['time'])}  {f['file']}  same as {f.get('original')}  "
+                  f"-> {f.get('moved_to')}")
+    return EXIT_OK

@@ -167,6 +167,10 @@ def match_person(text: str | None, people: list[str]) -> str | None:
             return p
     tokens = set(re.findall(r"[a-z][a-z'-]+", t))
     hits = [p for p in people if tokens & {w.lower() for w in p.split() if len(w) > 1}]
+    if not hits:  # a short form: "Sam" for Samuel, "Dave" is not matched (no prefix)
+        hits = [p for p in people
+                if any(w.lower().startswith(tok) for w in p.split() for tok in tokens
+                       if len(tok) >= 3)]
     return hits[0] if len(hits) == 1 else None
 
 
@@ -196,6 +200,27 @@ class WriterStats:
     @property
     def tokens_per_s(self) -> float:
         return self.new_tokens / self.seconds if self.seconds else 0.0
+
+
+_SELF_COMMIT = re.compile(r"\bI(?:'ll| will| am going to|'m going to)\s+(.{6,})", re.I)
+_ASKED = re.compile(
+    r"^(?:\w+,\s+)?([A-Z][a-z]+),\s+(?:(?:can|could|would|will) you|please|I want|I need|you)\b\s*(.{6,})")
+
+
+def commitment_hints(t: SpeakerTranscript) -> list[str]:
+    """Sentences where someone takes on a task ("I'll ...") or is asked to ("David, can you
+    ..."), with the person: cues for the model, which still decides what is a task."""
+    from daemon.names import _sentences
+
+    hints: list[str] = []
+    for seg in t.segments:
+        who = display_label(t, seg.speaker)
+        for sent in _sentences(seg.text):
+            if m := _ASKED.match(sent):
+                hints.append(f"{m.group(1)} (asked by {who}): {sent}")
+            elif _SELF_COMMIT.search(sent) and not sent.rstrip().endswith("?"):
+                hints.append(f"{who}: {sent}")
+    return hints
 
 
 def transcript_lines(t: SpeakerTranscript) -> list[str]:
@@ -279,10 +304,16 @@ class LLMMinutesWriter:
         header = (f"Meeting on {facts.date}, {hms(facts.duration_s)} long. "
                   f"Attendees: {', '.join(facts.attendees) or 'unknown'}.\n\nTranscript:\n")
         lines = transcript_lines(t)
-        chunks = self._chunks(lines, self._budget())
+        hints = commitment_hints(t)
+        footer = ""
+        if hints:
+            footer = ("\n\nSentences where someone takes on or is given a task (each is usually "
+                      "one action item, owned by the person named first; merge two sentences "
+                      "about the same task):\n" + "\n".join(f"- {h}" for h in hints))
+        chunks = self._chunks(lines, self._budget() - self.chat.count_tokens(footer))
         self.stats.chunks = len(chunks)
         if len(chunks) == 1:
-            return self._ask(system, header + "\n".join(lines))
+            return self._ask(system, header + "\n".join(lines) + footer)
         # Map: notes per part. Reduce: merge the notes (recursively if they are long too).
         parts = []
         for i, chunk in enumerate(chunks, 1):

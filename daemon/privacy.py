@@ -16,6 +16,8 @@ TELEMETRY_OFF = {
     "DO_NOT_TRACK": "1",
     "OTEL_SDK_DISABLED": "true",  # belt and braces: no OpenTelemetry exporter may start
     "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # no tqdm bars in logs (transformers defers to this)
+    "HF_HUB_DISABLE_UPDATE_CHECK": "1",
 }
 
 

@@ -143,3 +143,22 @@ def test_json_round_trips_for_checkpoints():
     assert SpeakerTranscript.from_json(t.to_json()).to_json() == t.to_json()
     m = LLMMinutesWriter(ScriptedChat([json.dumps(GOOD)])).write(t, facts)
     assert Minutes.from_json(m.to_json()).to_json() == m.to_json()
+
+
+def test_short_forms_match_and_commitments_are_hinted_to_the_model():
+    from daemon.minutes import commitment_hints
+
+    assert match_person("Sam", ["Samuel Okafor", "Hannah Berg"]) == "Samuel Okafor"
+    assert match_person("Han", ["Samuel Okafor", "Hannah Berg"]) == "Hannah Berg"
+    segs = [SpeakerSegment(0, 5, "SPEAKER_00", "David, can you collect three quotes by Friday?"),
+            SpeakerSegment(6, 9, "SPEAKER_01", "Yes. I will have three quotes by Friday."),
+            SpeakerSegment(10, 12, "SPEAKER_00", "Will you also call them?")]
+    spk = [Speaker("SPEAKER_00", "Maria Lopez"), Speaker("SPEAKER_01", None)]
+    hints = commitment_hints(SpeakerTranscript(12.0, spk, segs))
+    assert hints == ["David (asked by Maria Lopez): David, can you collect three quotes by Friday?",
+                     "Speaker 2: I will have three quotes by Friday."]
+    t, facts = meeting()
+    chat = ScriptedChat([json.dumps(GOOD)])
+    t.segments.append(SpeakerSegment(40, 44, "SPEAKER_01", "I'll order the cables today."))
+    LLMMinutesWriter(chat).write(t, facts)
+    assert "- David Chen: I'll order the cables today." in chat.calls[0][1].content

@@ -192,9 +192,6 @@ def cmd_process(args) -> int:
         settings.minutes.roster = [n.strip() for n in args.roster.split(",") if n.strip()]
     if args.date:
         settings.minutes.date = args.date
-    if settings.minutes.roster and not settings.asr.initial_prompt:
-        # Names as spelling hints for Whisper.
-        settings.asr.initial_prompt = "Attendees: " + ", ".join(settings.minutes.roster) + "."
     log = get_logger().bind(file=os.path.basename(args.file))
     if not Path(args.file).exists():
         log.error("input not found", path=args.file)

@@ -571,6 +571,9 @@ class Processor:
         from daemon.minutes import LLMMinutesWriter
 
         self.settings = settings
+        if settings.minutes.roster and not settings.asr.initial_prompt:
+            # Attendee names as spelling hints for Whisper, for the CLI and the daemon alike.
+            settings.asr.initial_prompt = "Attendees: " + ", ".join(settings.minutes.roster) + "."
         self.hearer = hearer or Hearer(settings)
         if writer is None:
             chat = build_chat(settings.llm, settings.resolved_cache_dir())

@@ -93,6 +93,13 @@ SCHEMA_HINT = """{
   "action_items": [{"owner": "attendee name", "task": "what they will do", "due": "when, or null"}]
 }"""
 
+SCHEMA_HINT_NO_ACTIONS = """{
+  "title": "short title of the meeting",
+  "summary": "3-5 sentences: purpose, main outcomes",
+  "discussion_points": ["one line per topic discussed"],
+  "decisions": ["one line per decision the group actually made"]
+}"""
+
 SYSTEM_PROMPT = """You are a meticulous meeting secretary. From a meeting transcript you write \
 accurate, concise minutes.
 Rules:
@@ -103,6 +110,15 @@ person who will do the task (the one who says "I will ..." or is asked "X, can y
 written exactly as one of these names: {names}. If nobody owns it, use "unassigned". Never \
 invent people. Put the deadline they mention in "due" (e.g. "Friday"), else null. One item \
 per task; do not repeat a task.
+- Decisions: only what the group decided, not proposals or open questions.
+- Use only facts from the transcript."""
+
+SYSTEM_PROMPT_NO_ACTIONS = """You are a meticulous meeting secretary. From a meeting transcript \
+you write accurate, concise minutes (action items are written separately).
+Rules:
+- Reply with one JSON object only, no prose and no code fences, in exactly this shape:
+{schema}
+- Refer to people by these names: {names}.
 - Decisions: only what the group decided, not proposals or open questions.
 - Use only facts from the transcript."""
 
@@ -239,7 +255,11 @@ class LLMMinutesWriter:
         max_attempts: int = 3,
         on_token: Callable[[str], None] | None = None,
         log=None,
+        action_items: str = "cues",
     ):
+        if action_items not in ("cues", "model"):
+            raise ValueError(f"action_items must be 'cues' or 'model', not {action_items!r}")
+        self.action_items = action_items
         self.chat = chat
         self.max_new_tokens = max_new_tokens
         self.max_attempts = max_attempts
@@ -254,21 +274,22 @@ class LLMMinutesWriter:
         names = list(attendees) + [u for u in unnamed if u not in attendees]
         return ", ".join(f'"{n}"' for n in names) if names else '"unassigned"'
 
-    def _ask(self, system: str, user: str) -> Draft:
+    def _ask(self, system: str, user: str, schema: type[BaseModel] = Draft,
+             max_new_tokens: int | None = None):
         messages = [ChatMessage("system", system), ChatMessage("user", user)]
         last_err = ""
         for attempt in range(1, self.max_attempts + 1):
             self.stats.attempts += 1
             t0 = time.perf_counter()
-            answer = self.chat.chat(messages, self.max_new_tokens, json_output=True,
-                                    on_token=self.on_token)
+            answer = self.chat.chat(messages, max_new_tokens or self.max_new_tokens,
+                                    json_output=True, on_token=self.on_token)
             self.stats.seconds += time.perf_counter() - t0
             self.stats.calls += 1
             st = getattr(self.chat, "last_stats", None) or {}
             self.stats.prompt_tokens += int(st.get("prompt_tokens", 0) or 0)
             self.stats.new_tokens += int(st.get("new_tokens", st.get("completion_tokens", 0)) or 0)
             try:
-                return Draft.model_validate(extract_json(answer))
+                return schema.model_validate(extract_json(answer))
             except (ValueError, ValidationError) as exc:
                 last_err = str(exc).splitlines()[0]
                 if self.log:
@@ -300,11 +321,13 @@ class LLMMinutesWriter:
 
     def draft(self, t: SpeakerTranscript, facts: MeetingFacts) -> Draft:
         names = self._names_clause(facts.attendees, t)
-        system = SYSTEM_PROMPT.format(schema=SCHEMA_HINT, names=names)
+        cues = self.action_items == "cues"
+        system = (SYSTEM_PROMPT_NO_ACTIONS.format(schema=SCHEMA_HINT_NO_ACTIONS, names=names)
+                  if cues else SYSTEM_PROMPT.format(schema=SCHEMA_HINT, names=names))
         header = (f"Meeting on {facts.date}, {hms(facts.duration_s)} long. "
                   f"Attendees: {', '.join(facts.attendees) or 'unknown'}.\n\nTranscript:\n")
         lines = transcript_lines(t)
-        hints = commitment_hints(t)
+        hints = [] if cues else commitment_hints(t)
         footer = ""
         if hints:
             footer = ("\n\nSentences where someone takes on or is given a task (each is usually "
@@ -342,8 +365,31 @@ class LLMMinutesWriter:
                     seen.add(a.task.lower())
         return merged
 
+    def cue_actions(self, t: SpeakerTranscript) -> list[DraftAction]:
+        """One focused question to the model per task cue (see daemon.actions)."""
+        from daemon.actions import PHRASE_SYSTEM, PhrasedTask, phrase_prompt, task_cues
+
+        out: list[DraftAction] = []
+        cues = task_cues(t)
+        for i, cue in enumerate(cues, 1):
+            if self.log:
+                self.log.info("minutes: action item", item=i, items=len(cues),
+                              owner=display_label(t, cue.owner))
+            try:
+                got = self._ask(PHRASE_SYSTEM, phrase_prompt(t, cue), PhrasedTask,
+                                max_new_tokens=min(160, self.max_new_tokens))
+            except MinutesError:
+                # The cue stands on its own words rather than being lost.
+                got = PhrasedTask(task=cue.commitments[-1].sentence)
+            if got.task:
+                out.append(DraftAction(owner=display_label(t, cue.owner), task=got.task,
+                                       due=got.due))
+        return out
+
     def write(self, t: SpeakerTranscript, facts: MeetingFacts) -> Minutes:
         draft = self.draft(t, facts)
+        if self.action_items == "cues":
+            draft.action_items = self.cue_actions(t)
         labels = {display_label(t, s.id): s.name for s in t.speakers if s.name}
         labels.update({s.id: s.name for s in t.speakers if s.name})
         items: list[ActionItem] = []

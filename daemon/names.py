@@ -7,6 +7,8 @@ on every backend and easy to audit):
   at the start or end of a turn: the next speaker is probably that person (+2).
 * **thanked on reply** — "Thanks, Maria." at the start of a turn: the previous speaker is
   probably that person (+2).
+* **handed something** — "..., and send the draft to Olivia" in a reply: the person being
+  answered is often the one named (+1).
 * **self-introduction** — "I'm David" / "this is David" / "my name is David" (+3).
 * **mentioned** — people rarely say their own name: a speaker who mentions a name is
   probably not that person (-1 each time).
@@ -31,9 +33,14 @@ NOT_NAMES = set(["a", "about", "actually", "after", "again", "ah", "alright", "a
 
 _WORD = r"[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?"
 _ADDRESS_START = re.compile(rf"^(?:(?i:ok(?:ay)?|so|and|right|great|good|well|now|then|yes|thanks)[,.]?\s+)?({_WORD})\s*,\s*\w")
+# "..., David, can you collect the quotes?": a request to a name inside a sentence.
+_ADDRESS_MID = re.compile(
+    rf"[,;:]\s*({_WORD})\s*,\s*(?:(?:can|could|would|will) you|please|I want|I need)\b")
 _ADDRESS_END = re.compile(rf",\s*({_WORD})\s*[?.!]*$")
 _THANKS = re.compile(rf"^(?:thanks|thank you|cheers)\s*,?\s+({_WORD})\b", re.I)
 # "I'm David" introduces; "I am David and Priya" (ASR for "I have ...") does not.
+_HANDED_TO = re.compile(
+    rf"\b(?:send|give|show|forward|pass|email|bring|hand)\b[^.?!]{{0,40}}?\bto ({_WORD})\b(?!')")
 _SELF = re.compile(rf"\b(?:I'm|I am|this is|my name is)\s+({_WORD})\b(?!\s+and\b|'s)")
 
 
@@ -60,7 +67,10 @@ def _canon(token: str, roster: list[str]) -> str | None:
             parts = [p.lower() for p in full.split()]
             if t == full.lower() or t in parts:
                 return full
-        return None
+        # A short form of one roster name only: "Sam" for Samuel, "Ken" for Kenji.
+        short = [full for full in roster
+                 if len(t) >= 3 and any(p.lower().startswith(t) for p in full.split())]
+        return short[0] if len(short) == 1 else None
     return token.capitalize()
 
 
@@ -83,7 +93,7 @@ def gather_evidence(t: SpeakerTranscript, roster: list[str]) -> NameEvidence:
             ev.add(prev_spk, name, 2.0, f"thanked by {seg.speaker}: {sents[0][:60]!r}")
         # A name addressed in the turn's sentences, expecting an answer from the next speaker.
         for k, sent in enumerate(sents):
-            for rx in (_ADDRESS_START, _ADDRESS_END):
+            for rx in (_ADDRESS_START, _ADDRESS_MID, _ADDRESS_END):
                 m2 = rx.search(sent)
                 if not m2 or not (name := _canon(m2.group(1), roster)):
                     continue
@@ -97,6 +107,10 @@ def gather_evidence(t: SpeakerTranscript, roster: list[str]) -> NameEvidence:
                 if next_spk and (last or question or request):
                     score = 2.0 if (last and question) else 1.0
                     ev.add(next_spk, name, score, f"addressed by {seg.speaker}: {sent[:60]!r}")
+        # "I'll send the draft to Olivia" in a reply: often said to the person being answered.
+        for m4 in _HANDED_TO.finditer(seg.text):
+            if prev_spk and (name := _canon(m4.group(1), roster)):
+                ev.add(prev_spk, name, 1.0, f"handed something by {seg.speaker}: {m4.group(0)!r}")
         for m3 in _SELF.finditer(seg.text):
             if name := _canon(m3.group(1), roster):
                 ev.add(seg.speaker, name, 3.0, f"introduces self: {m3.group(0)!r}")

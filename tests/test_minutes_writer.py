@@ -21,6 +21,11 @@ from daemon.minutes import (
 from daemon.pipeline import MeetingFacts, Speaker, SpeakerSegment, SpeakerTranscript
 
 
+def W(chat, **kw) -> LLMMinutesWriter:
+    """The writer with the model finding action items (the cues path is tested below)."""
+    return LLMMinutesWriter(chat, **{"action_items": "model", **kw})
+
+
 class ScriptedChat:
     name = "scripted"
 
@@ -67,7 +72,7 @@ GOOD = {
 
 def test_owners_are_attendees_or_unassigned_and_facts_come_from_the_pipeline():
     t, facts = meeting()
-    w = LLMMinutesWriter(ScriptedChat(["Sure! ```json\n" + json.dumps(GOOD) + "\n```"]))
+    w = W(ScriptedChat(["Sure! ```json\n" + json.dumps(GOOD) + "\n```"]))
     m = w.write(t, facts)
     owners = [(a.owner, a.task, a.due) for a in m.action_items]
     assert owners == [("David Chen", "Collect three electrical quotes", "Friday"),
@@ -81,11 +86,11 @@ def test_invalid_json_is_retried_with_the_error_then_fails_clearly():
     t, facts = meeting()
     chat = ScriptedChat(['{"title": "x", "action_items": [{"owner": "a"}]}',  # task missing
                          json.dumps(GOOD)])
-    m = LLMMinutesWriter(chat).write(t, facts)
+    m = W(chat).write(t, facts)
     assert m.title == GOOD["title"] and len(chat.calls) == 2
     assert "not valid" in chat.calls[1][-1].content
     with pytest.raises(MinutesError, match="after 2 attempts"):
-        LLMMinutesWriter(ScriptedChat(["no json here", "{ still broken"]), max_attempts=2).write(
+        W(ScriptedChat(["no json here", "{ still broken"]), max_attempts=2).write(
             t, facts)
 
 
@@ -102,7 +107,7 @@ def test_long_transcripts_are_summarised_in_parts_and_merged():
     merged = dict(GOOD, action_items=[GOOD["action_items"][0]])  # the merge dropped Maria's item
     answers = [json.dumps(part1), json.dumps(part2), json.dumps(part1), json.dumps(merged)]
     chat = ScriptedChat(answers, context_tokens=1200)
-    w = LLMMinutesWriter(chat, max_new_tokens=300)
+    w = W(chat, max_new_tokens=300)
     m = w.write(t, facts)
     assert w.stats.chunks >= 2
     assert len(chat.calls) == w.stats.chunks + 1
@@ -124,7 +129,7 @@ def test_match_person():
 
 def test_markdown_has_the_sections_and_checkbox_items():
     t, facts = meeting()
-    m = LLMMinutesWriter(ScriptedChat([json.dumps(GOOD)])).write(t, facts)
+    m = W(ScriptedChat([json.dumps(GOOD)])).write(t, facts)
     md = minutes_markdown(m, "09:30")
     assert md.startswith("# Library renovation sync\n")
     assert "**Date:** 2026-03-04 09:30" in md and "**Duration:** 00:00:40" in md
@@ -141,7 +146,7 @@ def test_json_round_trips_for_checkpoints():
 
     t, facts = meeting()
     assert SpeakerTranscript.from_json(t.to_json()).to_json() == t.to_json()
-    m = LLMMinutesWriter(ScriptedChat([json.dumps(GOOD)])).write(t, facts)
+    m = W(ScriptedChat([json.dumps(GOOD)])).write(t, facts)
     assert Minutes.from_json(m.to_json()).to_json() == m.to_json()
 
 
@@ -160,5 +165,5 @@ def test_short_forms_match_and_commitments_are_hinted_to_the_model():
     t, facts = meeting()
     chat = ScriptedChat([json.dumps(GOOD)])
     t.segments.append(SpeakerSegment(40, 44, "SPEAKER_01", "I'll order the cables today."))
-    LLMMinutesWriter(chat).write(t, facts)
+    W(chat).write(t, facts)
     assert "- David Chen: I'll order the cables today." in chat.calls[0][1].content

@@ -78,3 +78,41 @@ def test_address_after_a_capitalised_lead_word():
                     ("S2", "Sure, I will.")])
     names, _ = assign_names(t)
     assert names.get("S2") == "Priya"
+
+
+def test_a_name_handed_something_in_a_reply_points_at_the_person_answered():
+    t = transcript([
+        ("S0", "Hannah, does the new date work for marketing?"),
+        ("S1", "It does. I will update the press release and send the draft to Olivia by Monday."),
+    ])
+    names, ev = assign_names(t)
+    assert names == {"S0": "Olivia", "S1": "Hannah"}
+    assert any("handed" in r for r in ev.reasons)
+
+
+def test_roster_short_forms_and_elimination_with_the_meetings_roster():
+    roster = ["Olivia Grant", "Kenji Watanabe", "Samuel Okafor", "Hannah Berg"]
+    t = transcript([
+        ("S0", "Kenji, how does the release candidate look?"),
+        ("S1", "Mostly good."),
+        ("S0", "That's a risk. Sam, you, I want a full load test."),  # ASR's "Samuel, I want"
+        ("S2", "Understood."),
+        ("S0", "We delay the launch. Does that work for marketing?"),
+        ("S3", "It does. I need the final launch date, and I will send the draft to Olivia."),
+        ("S0", "Yes, but only after Friday."),
+    ])
+    names, _ = assign_names(t, roster)
+    assert names == {"S0": "Olivia Grant", "S1": "Kenji Watanabe", "S2": "Samuel Okafor",
+                     "S3": "Hannah Berg"}  # Hannah: the one speaker and the one name left
+    # "Sam" is ambiguous when two roster names start with it: not guessed
+    names, _ = assign_names(t, roster + ["Samantha Reed"])
+    assert "S2" not in names
+
+
+def test_a_request_to_a_name_inside_a_sentence_is_evidence_too():
+    t = transcript([
+        ("S0", "Then let's get more numbers, David, can you collect three quotes by Friday?"),
+        ("S1", "Yes, I will have three quotes by Friday."),
+    ])
+    names, _ = assign_names(t)
+    assert names.get("S1") == "David"

@@ -1,0 +1,196 @@
+"""Action items from commitments: who took on what, read from the speaker-labelled transcript.
+
+Owners are a fact the pipeline knows: the person who says "I'll send the memo" is the speaker
+of that sentence, and the person asked "David, can you collect the quotes?" is David (or,
+when no name is said, the next person to speak, if they accept). So owners are not left to
+the model's reading of a long transcript, where small models lose track of who said what.
+
+1. **Find** sentences where someone takes on a task: "I'll ..." / "I will ..." / "I'm going
+   to ..." / "I'd like to ..." / "let me ..." (the speaker), "Maria will ..." (Maria, when she
+   is in the meeting), "David, can you ..." / "Samuel, I want ..." / "..., please ..." (the
+   person addressed), "Could you ...?" answered "Yes" / "Of course" (the one who answered).
+2. **Group** the sentences about one task: the same owner, close together (the same turn, or
+   an ask and its answer a turn or two apart, or a later sentence about the same thing).
+3. **Phrase** each group with the LLM: one small, focused question per group ("what will
+   Priya do, and by when? or null if she did not commit to anything"), whose answer is
+   validated like the minutes. The model judges and words the task; the owner stays the
+   pipeline's.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, field_validator
+
+from daemon.names import _sentences, display_label
+from daemon.pipeline import SpeakerTranscript
+
+# "I'll be honest", "I'll see you next week", "I will start with the budget": not tasks.
+_TRIVIAL = re.compile(
+    r"^(?:be\b|stay\b|see you|start\b|begin\b|stop\b|say\b|tell you\b|keep (?:it|this) short|"
+    r"hand (?:it )?(?:over|back)|pass (?:it )?(?:over|on)|let you\b|try to be brief|"
+    r"take (?:a|that) question|just say|leave it there|wrap up|go first|admit|bet\b|"
+    r"answer that|repeat that|get started)", re.I)
+_SELF = re.compile(
+    r"\b(?:I(?:'ll| will| shall|'m going to| am going to|'d like to| would like to| can take| "
+    r"can do| will take| volunteer to| plan to)|let me)\s+(.{4,})", re.I)
+_THIRD = re.compile(r"\b([A-Z][a-z]+) (?:will|is going to|'ll|can take care of)\s+(.{4,})")
+_ASK_NAMED = re.compile(
+    r"(?:^(?:\w+[,.]?\s+)?|[,;:]\s*)([A-Z][a-z]+),\s+(?:(?:can|could|would|will) you|please|I want|I need|"
+    r"I'd like you|you(?:'ll| will| should| need)|make sure|let's have you)\b\s*(.{4,})")
+_ASK_END_NAMED = re.compile(r"^(?:(?:can|could|would|will) you|please)\b(.{4,}?),\s*([A-Z][a-z]+)\s*[?.!]*$",
+                            re.I)
+_ASK_OPEN = re.compile(r"^(?:(?:can|could|would|will) you|please)\b\s*(.{4,})", re.I)
+_ACCEPT = re.compile(
+    r"^(?:yes|yeah|yep|sure|ok(?:ay)?|of course|will do|absolutely|definitely|understood|"
+    r"no problem|happy to|sounds good|on it|i can|i will|i'll|consider it done)\b", re.I)
+_STOP = set(["about", "after", "again", "also", "back", "been", "before", "being", "both", "could", "does", "doing", "done", "each", "even", "from", "have", "here", "into", "just", "like", "made", "make", "many", "more", "most", "much", "need", "next", "only", "other", "over", "really", "should", "some", "such", "than", "that", "their", "them", "then", "there", "these", "they", "this", "those", "through", "very", "want", "week", "well", "were", "what", "when", "where", "which", "while", "will", "with", "would", "your", "yours", "today", "tomorrow", "monday", "tuesday", "wednesday", "thursday", "friday", "everyone", "everybody"])
+
+
+@dataclass
+class Commitment:
+    owner: str  # speaker id
+    turn: int  # index of the segment
+    sentence: str
+    kind: str  # "self", "asked", "third", "accept"
+
+
+@dataclass
+class TaskCue:
+    """Sentences about one task and the speaker who owns it."""
+
+    owner: str  # speaker id
+    commitments: list[Commitment] = field(default_factory=list)
+
+    @property
+    def first_turn(self) -> int:
+        return self.commitments[0].turn
+
+    @property
+    def last_turn(self) -> int:
+        return self.commitments[-1].turn
+
+    def words(self) -> set[str]:
+        return set().union(*(_content(c.sentence) for c in self.commitments))
+
+
+def _content(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z]{4,}", text.lower()) if w not in _STOP}
+
+
+def _speaker_named(t: SpeakerTranscript, name: str) -> str | None:
+    n = name.lower()
+    hits = [s.id for s in t.speakers
+            if s.name and any(p.lower() == n or (len(n) >= 3 and p.lower().startswith(n))
+                              for p in s.name.split())]
+    return hits[0] if len(hits) == 1 else None
+
+
+def find_commitments(t: SpeakerTranscript) -> list[Commitment]:
+    segs = t.segments
+    out: list[Commitment] = []
+    pending_open: tuple[int, str] | None = None  # an unnamed request waiting for an answer
+    for i, seg in enumerate(segs):
+        next_i = next((j for j in range(i + 1, len(segs)) if segs[j].speaker != seg.speaker), None)
+        sents = _sentences(seg.text)
+        if pending_open is not None:
+            j, sent = pending_open
+            pending_open = None
+            if sents and _ACCEPT.match(sents[0]):
+                out.append(Commitment(seg.speaker, j, sent, "asked"))
+        for k, sent in enumerate(sents):
+            if m := _ASK_NAMED.search(sent):
+                owner = _speaker_named(t, m.group(1))
+                if owner is None and next_i is not None:  # the person addressed answers
+                    owner = segs[next_i].speaker
+                if owner and owner != seg.speaker:
+                    out.append(Commitment(owner, i, sent, "asked"))
+                continue
+            if m := _ASK_END_NAMED.match(sent):
+                owner = _speaker_named(t, m.group(2))
+                if owner and owner != seg.speaker:
+                    out.append(Commitment(owner, i, sent, "asked"))
+                continue
+            if _ASK_OPEN.match(sent) and k == len(sents) - 1 and next_i is not None:
+                pending_open = (i, sent)
+                continue
+            if sent.rstrip().endswith("?"):
+                continue
+            if (m := _SELF.search(sent)) and not _TRIVIAL.match(m.group(1)):
+                out.append(Commitment(seg.speaker, i, sent, "self"))
+                continue
+            if m := _THIRD.search(sent):
+                owner = _speaker_named(t, m.group(1))
+                if owner and owner != seg.speaker:
+                    out.append(Commitment(owner, i, sent, "third"))
+    return out
+
+
+def group_commitments(t: SpeakerTranscript, found: list[Commitment]) -> list[TaskCue]:
+    """Sentences about one task become one cue: same owner, and the same turn, or an ask and
+    its answer, or the same subject a few turns later."""
+    cues: list[TaskCue] = []
+    for c in found:
+        target = None
+        for cue in reversed(cues):
+            if cue.owner != c.owner or c.turn - cue.last_turn > 3:
+                continue
+            last = cue.commitments[-1]
+            same_turn = c.turn == last.turn
+            answer = c.turn - last.turn <= 2 and "asked" in (c.kind, last.kind)
+            same_subject = bool(_content(c.sentence) & cue.words())
+            if same_turn or answer or same_subject:
+                target = cue
+                break
+        if target is None:
+            target = TaskCue(c.owner)
+            cues.append(target)
+        target.commitments.append(c)
+    return cues
+
+
+def task_cues(t: SpeakerTranscript) -> list[TaskCue]:
+    return group_commitments(t, find_commitments(t))
+
+
+# --------------------------------------------------------------------------- phrasing
+
+
+class PhrasedTask(BaseModel):
+    task: str | None = None
+    due: str | None = None
+
+    @field_validator("task", "due", mode="before")
+    @classmethod
+    def _none(cls, v):
+        if v is None or (isinstance(v, str) and v.strip().lower() in (
+                "", "null", "none", "n/a", "unspecified", "not specified", "not mentioned")):
+            return None
+        return str(v).strip()
+
+
+PHRASE_SYSTEM = """You write the action items of meeting minutes. You are shown a short \
+excerpt of a meeting and one person in it. Reply with one JSON object only, no prose:
+{"task": "what this person will do, as a short imperative (e.g. \\"Collect three quotes \
+from electrical contractors\\")", "due": "the deadline they mention (e.g. \\"Friday\\"), \
+or null"}
+If the person did not take on or agree to any task, reply {"task": null, "due": null}.
+Use only what the excerpt says; keep names, numbers and dates as said."""
+
+
+def cue_excerpt(t: SpeakerTranscript, cue: TaskCue) -> str:
+    turns = sorted({c.turn for c in cue.commitments})
+    lo = max(0, turns[0] - 1)
+    hi = min(len(t.segments) - 1, turns[-1] + 1)
+    keep = [i for i in range(lo, hi + 1) if i in turns or i in (lo, hi)]
+    lines = [f"{display_label(t, t.segments[i].speaker)}: {t.segments[i].text}" for i in keep]
+    return "\n".join(lines)
+
+
+def phrase_prompt(t: SpeakerTranscript, cue: TaskCue) -> str:
+    who = display_label(t, cue.owner)
+    said = "\n".join(f"- {c.sentence}" for c in cue.commitments)
+    return (f"Excerpt:\n{cue_excerpt(t, cue)}\n\nWhat {who} took on:\n{said}\n\n"
+            f"Write the action item for {who} as the JSON object.")

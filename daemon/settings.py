@@ -202,6 +202,7 @@ class DriveSettings(_Strict):
     retry_backoff_s: float = Field(30.0, ge=0)
     retry_backoff_max_s: float = Field(3600.0, ge=0)
     api_endpoint: str | None = None
+    token_uri: str | None = None
     ca_certs: Path | None = None
 
     def resolved_token_file(self, daemon: DaemonSettings) -> Path:

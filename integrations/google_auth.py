@@ -127,7 +127,17 @@ class GoogleAuth:
                               reauth_fix(self.settings))
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-            creds = Credentials.from_authorized_user_info(data, scopes(self.cfg))
+            if self.cfg.token_uri:
+                # google-auth always refreshes at Google's endpoint from a token file (the file
+                # cannot redirect a refresh token); a configured endpoint is honoured here.
+                data = dict(data, token_uri=self.cfg.token_uri)
+                creds = Credentials(
+                    token=data.get("token"), refresh_token=data.get("refresh_token"),
+                    token_uri=self.cfg.token_uri, client_id=data.get("client_id"),
+                    client_secret=data.get("client_secret"), scopes=scopes(self.cfg),
+                    expiry=Credentials.from_authorized_user_info(data).expiry)
+            else:
+                creds = Credentials.from_authorized_user_info(data, scopes(self.cfg))
         except (OSError, ValueError) as exc:
             raise AuthProblem(f"the Google token {self.path} cannot be used: {exc}",
                               reauth_fix(self.settings)) from None
@@ -207,10 +217,15 @@ def authorize(settings, port: int | None = None, print_fn=print) -> Path:
         raise AuthProblem(f"no OAuth client secrets file ({secrets})",
                           "create an OAuth client of type Desktop app in the Google Cloud "
                           "console, download its JSON and set archive.drive.client_secrets")
-    flow = InstalledAppFlow.from_client_secrets_file(str(secrets), scopes=scopes(cfg))
     ca = cfg.resolved("ca_certs", settings.daemon)
-    if ca is not None:
-        flow.oauth2session.verify = str(ca)
+
+    class Flow(InstalledAppFlow):
+        def fetch_token(self, **kwargs):
+            if ca is not None:  # the code exchange trusts the configured CA bundle too
+                kwargs.setdefault("verify", str(ca))
+            return super().fetch_token(**kwargs)
+
+    flow = Flow.from_client_secrets_file(str(secrets), scopes=scopes(cfg))
     port = cfg.oauth_port if port is None else port
     prompt = ("Open this URL in a browser on your own computer and allow access:\n\n    {url}\n\n"
               f"If minutesd runs on another machine, first forward the redirect port from your "
@@ -234,4 +249,7 @@ def make_http(settings, credentials):
     cfg = settings.archive.drive
     ca = cfg.resolved("ca_certs", settings.daemon)
     http = httplib2.Http(timeout=cfg.timeout_s, ca_certs=str(ca) if ca else None)
+    # 308 is "resume incomplete" for resumable uploads, not a redirect (as the client's own
+    # googleapiclient.http.build_http does).
+    http.redirect_codes = set(http.redirect_codes) - {308}
     return google_auth_httplib2.AuthorizedHttp(credentials, http=http)

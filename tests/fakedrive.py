@@ -693,6 +693,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "drop_after":
             return self._drop()  # it took effect; the answer is lost
         fields = params.get("fields")
+        if "upload_id" in params:  # a session answers with the fields its start asked for
+            with d.lock:
+                fields = (d.sessions.get(params["upload_id"]) or {}).get("fields")
         if isinstance(obj, dict) and obj.get("kind") == "drive#file":
             obj = _public(obj)
         elif isinstance(obj, dict) and obj.get("kind") == "drive#fileList":

@@ -310,7 +310,8 @@ class FakeDrive:
         self.codes: dict[str, dict] = {}
         self.jwt_claims: list[dict] = []
         self.auth_requests: list[dict] = []
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # whether a request fails
+        self.kind_rng = random.Random(seed + 1)  # how
         self.fault_rate = 0.0
         self.fault_kinds: tuple[str, ...] = FAULT_KINDS
         self.scheduled: list[list] = []  # [kind, remaining, match]
@@ -429,7 +430,7 @@ class FakeDrive:
                     entry[1] -= 1
                     return kind
             if self.fault_rate and self.rng.random() < self.fault_rate:
-                return self.rng.choice(self.fault_kinds)
+                return self.kind_rng.choice(self.fault_kinds)
         return None
 
     # -------------------------------------------------------------- views for tests

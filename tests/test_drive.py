@@ -313,22 +313,16 @@ def test_network_guard_blocks_google_hosts(tmp_path, monkeypatch):
     assert log.read_text().count("real Google host") == 2
 
 
-def test_auth_google_installed_app_flow(fake, tmp_path):
-    """`minutesd auth google`: prints the URL (no browser here); the "browser" (this test)
-    consents at the fake Google, is redirected to localhost:<port>, and the token lands in
-    the state folder, mode 0600."""
-    root = tmp_path
-    secrets = fake.write_client_secrets(root / "client_secret.json")
-    port = _free_port()
-    (root / "s.yaml").write_text(
-        f"daemon:\n  root: {root}\n  state_dir: state\narchive:\n  drive:\n    enabled: true\n"
-        f"    client_secrets: {secrets}\n    ca_certs: {fake.cert}\n"
-        f"    token_uri: {fake.base}/token\n")
+def run_auth_flow(fake: FakeDrive, config: Path, port: int | None = None) -> str:
+    """`minutesd auth google` as a user does it: the command prints the URL and waits; the
+    "browser" (this function) opens it at the fake Google, which consents at once and
+    redirects to http://localhost:<port>/, where the command takes the code. Its output."""
+    port = port or _free_port()
     p = subprocess.Popen([sys.executable, "-m", "daemon.cli", "auth", "google", "--port",
                           str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True, env=dict(os.environ, MINUTESD_CONFIG=str(root / "s.yaml")))
+                         text=True, env=dict(os.environ, MINUTESD_CONFIG=str(config)))
     try:
-        lines = []
+        lines: list[str] = []
         while not any("Waiting" in ln for ln in lines):
             ln = p.stdout.readline()
             assert ln, "".join(lines)
@@ -343,7 +337,22 @@ def test_auth_google_installed_app_flow(fake, tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
-    assert p.returncode == 0, out
+    assert p.returncode == 0, text + out
+    return text + out
+
+
+def test_auth_google_installed_app_flow(fake, tmp_path):
+    """`minutesd auth google`: the URL is printed (no browser here) with the SSH port-forward
+    hint; the token lands in the state folder with mode 0600."""
+    root = tmp_path
+    secrets = fake.write_client_secrets(root / "client_secret.json")
+    port = _free_port()
+    (root / "s.yaml").write_text(
+        f"daemon:\n  root: {root}\n  state_dir: state\narchive:\n  drive:\n    enabled: true\n"
+        f"    client_secrets: {secrets}\n    ca_certs: {fake.cert}\n"
+        f"    token_uri: {fake.base}/token\n")
+    out = run_auth_flow(fake, root / "s.yaml", port)
+    assert "token saved to" in out
     token = root / "state" / "google-token.json"
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
     data = json.loads(token.read_text())

@@ -110,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(au)
 
     dv = sub.add_parser("drive", help="the Google Drive archive's uploads")
-    dv.add_argument("action", choices=["retry"], help="retry: queue failed uploads again and "
-                                                      "make waiting ones due now")
+    dv.add_argument("action", choices=["retry", "backfill"],
+                    help="retry: queue failed uploads again and make waiting ones due now; "
+                         "backfill: queue uploads of meetings archived before Drive was on")
     _common(dv)
 
     st = sub.add_parser("status", help="the daemon, its queue, recent jobs and failures")
@@ -308,10 +309,14 @@ def cmd_drive(args) -> int:
         return EXIT_ERROR
     store = JobStore(db)
     try:
-        n = store.requeue_uploads("gdrive")
+        if args.action == "backfill":
+            n = store.backfill_uploads("gdrive")
+            print(f"{n} archived meetings queued for upload (the running daemon picks them up)")
+        else:
+            n = store.requeue_uploads("gdrive")
+            print(f"{n} uploads queued again (the running daemon picks them up)")
     finally:
         store.close()
-    print(f"{n} uploads queued again (the running daemon picks them up)")
     return EXIT_OK
 
 

@@ -493,6 +493,15 @@ class JobStore:
         with self.tx() as db:
             return db.execute(q, args).rowcount
 
+    def backfill_uploads(self, target: str) -> int:
+        """Queue uploads for meetings archived before ``target`` was configured."""
+        now = time.time()
+        with self.tx() as db:
+            return db.execute(
+                "INSERT OR IGNORE INTO uploads (sha256, target, state, created_at, updated_at)"
+                " SELECT sha256, ?, 'pending', ?, ? FROM jobs WHERE archive_ref IS NOT NULL"
+                " AND step IN ('archived', 'done') ORDER BY id", (target, now, now)).rowcount
+
     def recover_uploads(self) -> int:
         """At start: uploads a dead process left running go back to pending."""
         with self.tx() as db:

@@ -68,9 +68,11 @@ class Uploader(threading.Thread):
                     svc.stop_event.wait(1.0)
                     continue
                 self.log.info("google credentials changed or due for a check; trying again")
-                self._auth_since = now
+                # Assume they work until an upload says otherwise (it sets this again then).
+                self.auth_problem = None
                 with contextlib.suppress(Exception):
                     store.requeue_uploads(self.target, failed=False)
+                    store.uploads_waiting(self.target, None)
             try:
                 row = store.claim_upload(self.target)
             except Exception as exc:  # the queue is unwell (disk full...): wait
@@ -137,8 +139,4 @@ class Uploader(threading.Thread):
             return
         crash_point("upload:stored")  # in Drive and its ledger; the queue does not know yet
         store.upload_done(sha, self.target, ref)
-        if self.auth_problem is not None:
-            self.auth_problem = None
-            store.uploads_waiting(self.target, None)
-            log.info("google credentials work again; uploads resume")
         log.info("uploaded", ref=ref, seconds=round(time.monotonic() - t0, 2))

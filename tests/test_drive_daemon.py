@@ -13,6 +13,9 @@ the same phrases when the kit is absent).
    the queue's record: every meeting is in Drive exactly once. The figures are printed.
 3. Revoked token: uploads wait, ``status`` and ``doctor`` say why and what to do, the local
    archive has everything; after ``minutesd auth google`` they upload.
+4. A full Drive is reported and not retried until ``minutesd drive retry``; meetings archived
+   while Drive was off go up after ``minutesd drive backfill`` (and with Drive off, nothing
+   is sent at all).
 """
 
 from __future__ import annotations
@@ -349,3 +352,44 @@ def test_revoked_token_uploads_wait_then_resume_after_reauth(fake, tmp_path):
     assert "uploads wait: google credentials" in log.read_text()
     print(f"\nrevoked token: 2 uploads waited ({status.stdout.count('waiting for credentials')}"
           f" shown in status); uploaded {resumed_s:.1f} s after `minutesd auth google`")
+
+
+# ---------------------------------------------------------------------- quota, backfill
+
+
+def test_quota_is_reported_not_retried_then_retry_and_backfill(fake, tmp_path):
+    """A full Drive fails the upload with the reason and the fix, and it is not retried on
+    its own; `minutesd drive retry` sends it. A meeting archived while Drive was off goes up
+    after `minutesd drive backfill`."""
+    root = tmp_path
+    write_settings(root, fake, enabled=False)
+    log = root / "daemon.log"
+    p = start(root, log)  # Drive off: local archive only, nothing sent
+    try:
+        old = drop(root, "2024-04-02 0800 before drive.mp3", "Archived before Drive.\nOk.\n")
+        wait_for(lambda: (s := queue(root)) and s.counts()["done"] == 1, 60, "local", p, log)
+    finally:
+        assert stop(p) == 0
+    assert fake.stats["requests"] == 0 and uploads(root) == []
+    write_settings(root, fake)
+    fake.write_token(root / "state" / "google-token.json")
+    fake.schedule("quota", 1, "POST /upload/drive/v3/files")
+    p = start(root, log)
+    try:
+        sha = drop(root, "2024-05-14 0930 library renovation.mp3",
+                   meeting_text("library-renovation"))
+        wait_for(lambda: any(u["state"] == "failed" for u in uploads(root)), 60, "failure", p,
+                 log)
+        posts = fake.stats["POST /upload/drive/v3/files"]
+        time.sleep(2.0)  # well past retry_backoff_s: a failed upload is not retried
+        assert fake.stats["POST /upload/drive/v3/files"] == posts
+        status = cli(root, "status")
+        assert "upload FAILED: Google Drive quota" in status.stdout, status.stdout
+        assert "storageQuotaExceeded" in status.stdout and "minutesd drive retry" in status.stdout
+        assert "1 uploads queued again" in cli(root, "drive", "retry").stdout
+        assert "1 archived meetings queued" in cli(root, "drive", "backfill").stdout
+        wait_for(lambda: sum(u["state"] == "done" for u in uploads(root)) == 2, 60,
+                 "uploads after retry and backfill", p, log)
+    finally:
+        assert stop(p) == 0
+    check_exactly_once(fake, {"old": old, "lib": sha})

@@ -358,7 +358,7 @@ def check_drive(settings: Settings) -> list[Check]:
                          f"{t['token_file']}): uploads wait",
                          "minutesd auth google" if secrets and secrets.is_file() else
                          "set archive.drive.client_secrets to an OAuth Desktop client's JSON, "
-                         "then run minutesd auth google (README: Google Drive)"))
+                         "then run minutesd auth google (README: Google Drive archive)"))
     else:
         if not t.get("private"):
             out.append(Check("fail", "drive token", f"{t['token_file']} is mode {t['mode']}: "

@@ -277,9 +277,9 @@ def status(settings: Settings, as_json: bool = False) -> int:
             print("          (the local archive has every meeting; nothing is lost)")
         for u in dv["pending"]:
             extra = ""
-            if u["next_attempt_at"] and u["next_attempt_at"] > time.time():
-                extra = f", retry in {int(u['next_attempt_at'] - time.time())} s"
             why = " (waiting for credentials)" if u["waiting"] == "auth" else ""
+            if u["next_attempt_at"] and u["next_attempt_at"] > time.time() and not why:
+                extra = f", retry in {int(u['next_attempt_at'] - time.time())} s"
             err = f"\n        last error: {u['last_error']}" if u["last_error"] and not why \
                 else ""
             print(f"  {u['sha256'][:12]}  {u['file']}  upload pending{why}, attempts "

@@ -69,7 +69,7 @@ def reauth_fix(settings) -> str:
     if cfg.auth == "service_account":
         return (f"check the service account key {cfg.service_account_file} (and, with a "
                 "subject, its domain-wide delegation in the Admin console)")
-    return "run `minutesd auth google` (README: Google Drive) and the uploads resume"
+    return "run `minutesd auth google` (README: Google Drive archive) and the uploads resume"
 
 
 class GoogleAuth:

@@ -57,6 +57,7 @@ def no_real_google_hosts():
     yield
     tried = NETGUARD_LOG.read_text() if NETGUARD_LOG.exists() else ""
     assert not tried, "attempts to reach real Google hosts:\n" + tried
+    NETGUARD_LOG.unlink(missing_ok=True)
 SR = 16_000
 
 

@@ -301,6 +301,27 @@ def test_fake_honours_fields_and_multipart(fake, tmp_path):
     assert e.value.resp.status == 400
 
 
+def test_cli_does_not_import_the_google_client(fake, tmp_path):
+    """The CLI starts fast with Drive on: status, doctor's Drive check and search's local
+    path never import google-api-python-client or google-auth."""
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(f"daemon:\n  root: {tmp_path}\n  state_dir: state\narchive:\n  drive:\n"
+                   "    enabled: true\n")
+    code = ("import sys; from daemon.cli import main; main(['status']); "
+            "from daemon.doctor import check_drive; from daemon.settings import load_settings; "
+            "check_drive(load_settings()); "
+            "print('LOADED', sorted(m for m in sys.modules if m.startswith(('googleapiclient', "
+            "'google.auth', 'google.oauth2', 'httplib2'))))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       timeout=120, env=dict(os.environ, MINUTESD_CONFIG=str(cfg)))
+    assert r.returncode == 0, r.stderr
+    assert "LOADED []" in r.stdout, r.stdout[-500:]
+    from daemon.archive import build_mirrors
+
+    off = Settings.model_validate({"daemon": {"root": str(tmp_path)}})
+    assert build_mirrors(off) == []  # Drive off by default: no mirror, nothing sent
+
+
 def test_network_guard_blocks_google_hosts(tmp_path, monkeypatch):
     log = tmp_path / "guard.log"
     monkeypatch.setenv("MINUTESD_NET_GUARD_LOG", str(log))

@@ -350,7 +350,10 @@ def test_revoked_token_uploads_wait_then_resume_after_reauth(fake, tmp_path):
     check_exactly_once(fake, shas)
     assert "WAIT" not in status2.stdout and "3 uploaded, 0 upload pending" in status2.stdout
     assert "uploads wait: google credentials" in log.read_text()
-    print(f"\nrevoked token: 2 uploads waited ({status.stdout.count('waiting for credentials')}"
+    print("\n" + "\n".join(ln for ln in status.stdout.splitlines()
+                            if ln.startswith(("drive:", "health:")) or "upload" in ln or
+                            "nothing is lost" in ln))
+    print(f"revoked token: 2 uploads waited ({status.stdout.count('waiting for credentials')}"
           f" shown in status); uploaded {resumed_s:.1f} s after `minutesd auth google`")
 
 

@@ -8,6 +8,9 @@ One process, a few threads:
 * **workers** (``daemon.concurrency``, 1 by default), each holding its own loaded models,
   take the oldest due job and run its remaining steps: transcribe → write minutes → archive
   → file the original (processed/, or kept).
+* an **uploader** per mirror archive (Google Drive, when configured) copies archived
+  meetings from the local archive at its own pace (:mod:`daemon.uploads`), so an outage or
+  revoked credentials never hold up the inbox.
 
 Exactly once: every step's output is committed with the step; the archive is idempotent per
 sha256 (:mod:`daemon.archive`); moves record their destination first. A ``kill -9`` at any

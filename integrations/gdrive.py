@@ -587,7 +587,13 @@ class DriveArchive:
                 h.snippet = f"matched in the {h.source} and the {kind}"
                 if kind == "minutes":
                     h.ref, h.source = link, "minutes"
-        return list(hits.values())[:limit]
+        out = list(hits.values())[:limit]
+        for h in out:  # link the meeting's minutes Doc even when only its transcript matched
+            if h.source != "minutes" and re.fullmatch(r"[0-9a-f]{64}", h.key):
+                m = self.ledger.file(h.key, "minutes") or self.find_file(h.key, "minutes")
+                if m is not None:
+                    h.ref = m.link
+        return out
 
     def pending_info(self) -> dict[str, Any]:
         return self.ledger.counts()

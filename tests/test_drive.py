@@ -264,8 +264,11 @@ def test_search_escapes_quotes_and_restricts_to_the_minutes_folder(fake, tmp_pat
     hits = arch.search("electrical")
     assert [(h.date, h.time, h.title) for h in hits] == [
         ("2024-05-14", "09:30", "Library renovation")]
-    assert hits[0].ref.startswith("https://docs.google.com/document/d/")
-    assert [h.title for h in arch.search("O'Brien")] == ["Library renovation"]
+    minutes_doc = docs(fake, "a" * 64)["minutes"][0]
+    assert hits[0].ref == minutes_doc["webViewLink"] and "minutes" in hits[0].snippet
+    only_t = arch.search("O'Brien")  # only the transcript says it: still the minutes' link
+    assert [(h.title, h.snippet, h.ref) for h in only_t] == [
+        ("Library renovation", "matched in the transcript", minutes_doc["webViewLink"])]
     assert [h.title for h in arch.search('"older Android phones"')] == ["Atlas launch review"]
     assert arch.search('"phones Android older"') == []
     assert [h.title for h in arch.search("back\\slash")] == ["Atlas launch review"]

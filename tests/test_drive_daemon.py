@@ -38,7 +38,9 @@ from daemon.files import sha256_file
 from daemon.jobs import DB_NAME, JobStore
 
 REPO = Path(__file__).resolve().parent.parent
-EVAL = (REPO.parent / "shared" / "eval" / "dev").resolve()
+# The eval kit beside the checkout; MINUTESD_EVAL_DEV points elsewhere (e.g. from a worktree).
+EVAL = Path(os.environ.get("MINUTESD_EVAL_DEV") or REPO.parent / "shared" / "eval" / "dev"
+            ).resolve()
 FALLBACK = {
     "library-renovation": "This is the weekly sync for the Riverside Library renovation. The "
     "electrical work will cost more than we planned, because the wiring in the east wing is "

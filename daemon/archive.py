@@ -17,8 +17,10 @@ and gets the same answer. Inside ``store`` every stage is restartable:
    a meeting);
 3. index the text and mark the row ``done``, in one transaction.
 
-Other archives (Google Drive, next) implement the same ``Archive`` protocol; the daemon only
-calls ``store`` and ``lookup``.
+Other archives implement the same ``Archive`` protocol; the daemon only calls ``store`` and
+``lookup``. Google Drive (``integrations/gdrive.py``) is a *mirror*: the local archive always
+gets every meeting first, then an upload job (``uploads`` in the job queue) copies it to
+Drive from the local folder, waiting out outages and missing credentials.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class ArchiveRecord:
     transcript: SpeakerTranscript
     date: str  # YYYY-MM-DD
     time: str | None = None  # HH:MM
+    audio_path: str | None = None  # the original recording (archives that keep it)
 
 
 @dataclass
@@ -348,6 +351,30 @@ class LocalArchive:
                 shutil.rmtree(d, ignore_errors=True)
                 n += 1
         return n
+
+
+def build_mirrors(settings) -> list[Archive]:
+    """Archives kept beside the local one: Google Drive when ``archive.drive.enabled``
+    (its client libraries are imported only then). Empty by default: nothing leaves the
+    machine unless configured."""
+    if settings.archive.drive.enabled:
+        from integrations.gdrive import DriveArchive
+
+        return [DriveArchive(settings)]
+    return []
+
+
+def load_record(folder: Path) -> ArchiveRecord:
+    """A meeting back from its local archive folder (what mirrors upload)."""
+    folder = Path(folder)
+    marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    mdata = json.loads((folder / "minutes.json").read_text(encoding="utf-8"))
+    tdata = json.loads((folder / "transcript.json").read_text(encoding="utf-8"))
+    return ArchiveRecord(key=marker["key"], source_name=marker.get("source") or "",
+                         minutes=Minutes.from_json(mdata),
+                         transcript=SpeakerTranscript.from_json(tdata),
+                         date=marker.get("date") or mdata.get("date"),
+                         time=marker.get("time") or mdata.get("time"))
 
 
 def build_archive(settings) -> Archive:

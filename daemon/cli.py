@@ -96,8 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="JSON output")
     q.add_argument("--limit", type=int, default=10, help="best N matches (default 10)")
     q.add_argument("--raw", action="store_true", help="pass the query to SQLite FTS5 as is "
-                                                     "(OR, NEAR, column filters)")
+                                                     "(OR, NEAR, column filters); with --drive, "
+                                                     "a Drive query term as is")
+    q.add_argument("--drive", action="store_true", help="search the Google Docs in Drive "
+                                                       "(fullText, the minutes folder) instead "
+                                                       "of the local index")
     _common(q)
+
+    au = sub.add_parser("auth", help="authorise an outside service (google: Drive archive)")
+    au.add_argument("service", choices=["google"])
+    au.add_argument("--port", type=int, help="local redirect port (default "
+                                             "archive.drive.oauth_port); forward it over SSH")
+    _common(au)
+
+    dv = sub.add_parser("drive", help="the Google Drive archive's uploads")
+    dv.add_argument("action", choices=["retry", "backfill"],
+                    help="retry: queue failed uploads again and make waiting ones due now; "
+                         "backfill: queue uploads of meetings archived before Drive was on")
+    _common(dv)
 
     st = sub.add_parser("status", help="the daemon, its queue, recent jobs and failures")
     st.add_argument("--json", action="store_true", help="JSON output")
@@ -259,7 +275,49 @@ def cmd_search(args) -> int:
     # `minutesd search "login crash"` arrives as one argument with a space: a phrase.
     words = args.query if args.raw else [
         f'"{a}"' if " " in a.strip() and '"' not in a else a for a in args.query]
-    return search(_load(args), " ".join(words), args.limit, args.json, args.raw)
+    return search(_load(args), " ".join(words), args.limit, args.json, args.raw, args.drive)
+
+
+def cmd_auth(args) -> int:
+    settings = _load(args)
+    from integrations.google_auth import AuthProblem, authorize
+
+    if settings.archive.drive.auth != "oauth":
+        print("minutesd: archive.drive.auth is service_account: nothing to authorise "
+              "(the key file is the credential)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        authorize(settings, args.port)
+    except AuthProblem as exc:
+        print(f"minutesd: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # the flow failed (timeout, refused, wrong client)
+        print(f"minutesd: authorisation failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if not settings.archive.drive.enabled:
+        print("note: archive.drive.enabled is false; set it to true to upload")
+    return EXIT_OK
+
+
+def cmd_drive(args) -> int:
+    settings = _load(args)
+    from daemon.jobs import DB_NAME, JobStore
+
+    db = settings.daemon.resolved_state_dir() / DB_NAME
+    if not db.exists():
+        print(f"minutesd: no job queue at {db}", file=sys.stderr)
+        return EXIT_ERROR
+    store = JobStore(db)
+    try:
+        if args.action == "backfill":
+            n = store.backfill_uploads("gdrive")
+            print(f"{n} archived meetings queued for upload (the running daemon picks them up)")
+        else:
+            n = store.requeue_uploads("gdrive")
+            print(f"{n} uploads queued again (the running daemon picks them up)")
+    finally:
+        store.close()
+    return EXIT_OK
 
 
 def cmd_status(args) -> int:
@@ -281,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"transcribe": cmd_transcribe, "process": cmd_process,
                "settings": cmd_settings, "run": cmd_run, "search": cmd_search,
-               "status": cmd_status, "doctor": cmd_doctor}[args.command]
+               "status": cmd_status, "doctor": cmd_doctor, "auth": cmd_auth,
+               "drive": cmd_drive}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:

@@ -325,9 +325,81 @@ def check_gpu(settings: Settings) -> list[Check]:
                   "tens of minutes)" + note)]
 
 
+def check_drive(settings: Settings) -> list[Check]:
+    """Google Drive: libraries, credentials on disk (no network call), uploads waiting."""
+    from daemon.jobs import DB_NAME, JobStore
+    from integrations.google_auth import token_report
+
+    cfg = settings.archive.drive
+    if not cfg.enabled:
+        return [Check("info", "drive", "off: the local archive only (nothing is sent to "
+                      "Google)")]
+    out: list[Check] = []
+    missing = [m for m in ("googleapiclient", "google.oauth2", "google_auth_httplib2",
+                           "google_auth_oauthlib") if not _has(m)]
+    if missing:
+        out.append(Check("fail", "drive libraries", f"missing: {', '.join(missing)}",
+                         "make setup (or pip install google-api-python-client google-auth "
+                         "google-auth-httplib2 google-auth-oauthlib)"))
+    t = token_report(settings)
+    if cfg.auth == "service_account":
+        out.append(Check("ok" if t["present"] else "fail", "drive credentials",
+                         f"service account key {t['key_file']}"
+                         + (f", acting as {cfg.subject}" if cfg.subject else "")
+                         + ("" if t["present"] else " is missing"),
+                         None if t["present"] else "set archive.drive.service_account_file"))
+        if not cfg.subject and cfg.parent_id == "root":
+            out.append(Check("warn", "drive folder", "a service account without delegation "
+                             "has no useful My Drive", "set archive.drive.parent_id (and "
+                             "shared_drive_id) to a shared drive or a folder shared with it"))
+    elif not t["present"]:
+        secrets = cfg.resolved("client_secrets", settings.daemon)
+        out.append(Check("fail", "drive credentials", f"not authorised yet (no token at "
+                         f"{t['token_file']}): uploads wait",
+                         "minutesd auth google" if secrets and secrets.is_file() else
+                         "set archive.drive.client_secrets to an OAuth Desktop client's JSON, "
+                         "then run minutesd auth google (README: Google Drive archive)"))
+    else:
+        if not t.get("private"):
+            out.append(Check("fail", "drive token", f"{t['token_file']} is mode {t['mode']}: "
+                             "others can read the Google token", f"chmod 600 '{t['token_file']}'"))
+        if not t.get("refresh_token"):
+            out.append(Check("warn", "drive token", "the token has no refresh token: uploads "
+                             "stop when it expires", "minutesd auth google"))
+        else:
+            out.append(Check("ok", "drive credentials", f"token {t['token_file']} "
+                             f"(scope {cfg.scope}; refreshed as needed)"))
+    db = settings.daemon.resolved_state_dir() / DB_NAME
+    if db.exists():
+        try:
+            store = JobStore(db, readonly=True)
+            try:
+                c = store.upload_counts("gdrive")
+                rows = store.uploads("u.target='gdrive' AND u.state IN ('pending','failed')")
+            finally:
+                store.close()
+        except sqlite3.Error:
+            c, rows = {}, []
+        waiting = next((r["last_error"] for r in rows if r["waiting"] == "auth"), None)
+        if waiting:
+            out.append(Check("fail", "drive uploads", f"{c.get('pending', 0)} uploads wait for "
+                             f"Google credentials: {waiting.split('. Fix:')[0]}",
+                             waiting.split("Fix: ")[-1] if "Fix: " in waiting
+                             else "minutesd auth google"))
+        failed = [r for r in rows if r["state"] == "failed"]
+        if failed:
+            out.append(Check("warn", "drive uploads", f"{len(failed)} uploads failed, e.g. "
+                             f"{failed[0]['name']}: {failed[0]['last_error']}",
+                             "fix the cause, then minutesd drive retry"))
+        if c and not waiting and not failed:
+            out.append(Check("ok", "drive uploads", f"{c.get('done', 0)} uploaded, "
+                             f"{c.get('pending', 0) + c.get('running', 0)} pending"))
+    return out
+
+
 def run_checks(settings: Settings) -> list[Check]:
     checks = [Check("ok", "settings", f"valid ({settings.source})")]
-    for fn in (check_folders, check_state, check_models, check_gpu):
+    for fn in (check_folders, check_state, check_models, check_gpu, check_drive):
         try:
             checks += fn(settings)
         except Exception as exc:  # noqa: BLE001 - one broken check must not hide the others

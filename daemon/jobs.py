@@ -15,6 +15,13 @@ the daemon. Environment problems (disk full, permissions) and clean shutdowns gi
 attempt back.
 
 The queue is ordered by arrival (``id``); a job waiting for a retry is skipped until due.
+
+Mirrors (Google Drive): the ``archived`` step also queues one ``uploads`` row per configured
+mirror, in the same transaction. An upload runs after its job has left the worker (the
+meeting is in the local archive, the original filed) and keeps its own state: ``pending``
+(with ``next_attempt_at`` for retries, and ``waiting='auth'`` while credentials are
+missing or revoked), ``running``, ``done`` (with ``ref``, the link) or ``failed`` (quota,
+permissions: reported, retried only when asked: ``minutesd drive retry``).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ STEPS = ("received", "transcribed", "minutes_written", "archived", "done")
 NEXT_STEP = dict(zip(STEPS[:-1], STEPS[1:], strict=True))
 STATES = ("queued", "running", "done", "failed", "cancelled")
 DB_NAME = "jobs.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: uploads (mirrors)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -72,6 +79,21 @@ CREATE TABLE IF NOT EXISTS events (
     detail  TEXT
 );
 CREATE INDEX IF NOT EXISTS events_kind ON events (kind, id);
+CREATE TABLE IF NOT EXISTS uploads (
+    sha256          TEXT NOT NULL,
+    target          TEXT NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('pending','running','done','failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    waiting         TEXT,
+    last_error      TEXT,
+    ref             TEXT,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    done_at         REAL,
+    PRIMARY KEY (sha256, target)
+);
+CREATE INDEX IF NOT EXISTS uploads_queue ON uploads (target, state, next_attempt_at);
 CREATE TABLE IF NOT EXISTS daemon (
     id           INTEGER PRIMARY KEY CHECK (id = 1),
     pid          INTEGER,
@@ -285,8 +307,10 @@ class JobStore:
                        " WHERE sha256=?", (step, time.time(), sha))
             return db.execute("SELECT attempts FROM jobs WHERE sha256=?", (sha,)).fetchone()[0]
 
-    def finish_step(self, sha: str, step: str, detail: Any = None, **values: Any) -> None:
-        """Record ``step`` as done together with its outputs, in one transaction."""
+    def finish_step(self, sha: str, step: str, detail: Any = None,
+                    uploads: tuple[str, ...] | list[str] = (), **values: Any) -> None:
+        """Record ``step`` as done together with its outputs (and the uploads to mirrors it
+        calls for), in one transaction."""
         allowed = {"transcript_json", "minutes_json", "title", "archive_ref", "dest_path",
                    "path", "meeting_date", "meeting_time"}
         assert set(values) <= allowed, set(values) - allowed
@@ -304,6 +328,9 @@ class JobStore:
                 (step, now, *values.values(), *((now,) if done else ()), sha))
             name = db.execute("SELECT name FROM jobs WHERE sha256=?", (sha,)).fetchone()[0]
             self._event(db, step, sha, name, step, detail)
+            for target in uploads:
+                db.execute("INSERT OR IGNORE INTO uploads (sha256, target, state, created_at,"
+                           " updated_at) VALUES (?,?,'pending',?,?)", (sha, target, now, now))
 
     def update_stat(self, sha: str, size: int, mtime_ns: int) -> None:
         with self.tx() as db:
@@ -375,6 +402,117 @@ class JobStore:
                 self._event(db, "recovered", r["sha256"], r["name"], r["current_step"],
                             {"attempts": r["attempts"], "last_step": r["step"]})
         return [Job(**dict(r)) for r in rows]
+
+    # ------------------------------------------------------------------ uploads to mirrors
+
+    def uploads(self, where: str = "1", args: tuple = (), limit: int = 1000) -> list[dict]:
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT u.*, j.name AS name, j.title AS title FROM uploads u"
+                " LEFT JOIN jobs j ON j.sha256 = u.sha256"
+                f" WHERE {where} ORDER BY u.created_at LIMIT ?", (*args, limit)).fetchall()
+        return [dict(r) for r in rows]
+
+    def upload_counts(self, target: str | None = None) -> dict[str, int]:
+        q, args = "SELECT state, COUNT(*) FROM uploads", ()
+        if target:
+            q, args = q + " WHERE target=?", (target,)
+        with self._lock:
+            rows = self.db.execute(q + " GROUP BY state", args).fetchall()
+        out = dict.fromkeys(("pending", "running", "done", "failed"), 0)
+        out.update({r[0]: r[1] for r in rows})
+        return out
+
+    def claim_upload(self, target: str, now: float | None = None) -> dict | None:
+        """The oldest due upload whose job is out of the workers' hands, marked running."""
+        now = time.time() if now is None else now
+        with self.tx() as db:
+            row = db.execute(
+                "SELECT u.sha256 FROM uploads u JOIN jobs j ON j.sha256 = u.sha256"
+                " WHERE u.target=? AND u.state='pending' AND u.next_attempt_at<=?"
+                " AND j.state != 'running' AND j.archive_ref IS NOT NULL"
+                " ORDER BY u.created_at LIMIT 1", (target, now)).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE uploads SET state='running', attempts=attempts+1, updated_at=?"
+                       " WHERE sha256=? AND target=?", (now, row[0], target))
+        return self.uploads("u.sha256=? AND u.target=?", (row[0], target))[0]
+
+    def _upload_event(self, db, kind: str, sha: str, target: str, detail: Any) -> None:
+        r = db.execute("SELECT name FROM jobs WHERE sha256=?", (sha,)).fetchone()
+        self._event(db, kind, sha, r[0] if r else None, target, detail)
+
+    def upload_done(self, sha: str, target: str, ref: str) -> None:
+        now = time.time()
+        with self.tx() as db:
+            db.execute("UPDATE uploads SET state='done', ref=?, waiting=NULL, last_error=NULL,"
+                       " next_attempt_at=0, done_at=?, updated_at=? WHERE sha256=? AND target=?",
+                       (ref, now, now, sha, target))
+            self._upload_event(db, "uploaded", sha, target, {"ref": ref})
+
+    def upload_retry(self, sha: str, target: str, error: str, delay_s: float,
+                     waiting: str | None = None) -> None:
+        """Back to pending, due in ``delay_s``. ``waiting='auth'``: not the upload's fault,
+        so the attempt is given back."""
+        now = time.time()
+        with self.tx() as db:
+            db.execute("UPDATE uploads SET state='pending', last_error=?, waiting=?,"
+                       " next_attempt_at=?, updated_at=?,"
+                       " attempts=CASE WHEN ? IS NULL THEN attempts ELSE MAX(0, attempts-1) END"
+                       " WHERE sha256=? AND target=?",
+                       (error, waiting, now + delay_s, now, waiting, sha, target))
+            self._upload_event(db, "upload_wait" if waiting else "upload_retry", sha, target,
+                               {"error": error, "in_s": round(delay_s, 1)})
+
+    def upload_failed(self, sha: str, target: str, error: str) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE uploads SET state='failed', last_error=?, waiting=NULL,"
+                       " updated_at=? WHERE sha256=? AND target=?",
+                       (error, time.time(), sha, target))
+            self._upload_event(db, "upload_failed", sha, target, {"error": error})
+
+    def uploads_waiting(self, target: str, why: str | None, problem: str | None = None) -> None:
+        """Mark every pending upload as waiting for ``why`` (e.g. 'auth'), or clear it."""
+        with self.tx() as db:
+            if why is None:
+                db.execute("UPDATE uploads SET waiting=NULL WHERE target=? AND waiting IS NOT"
+                           " NULL", (target,))
+            else:
+                db.execute("UPDATE uploads SET waiting=?, last_error=? WHERE target=? AND"
+                           " state='pending'", (why, problem, target))
+
+    def requeue_uploads(self, target: str | None = None, failed: bool = True) -> int:
+        """``minutesd drive retry``: failed uploads back to pending, waiting ones due now."""
+        q = ("UPDATE uploads SET state='pending', attempts=0, next_attempt_at=0, updated_at=?"
+             " WHERE (state='failed' OR state='pending')" if failed else
+             "UPDATE uploads SET next_attempt_at=0, updated_at=? WHERE state='pending'")
+        args: tuple = (time.time(),)
+        if target:
+            q += " AND target=?"
+            args += (target,)
+        with self.tx() as db:
+            return db.execute(q, args).rowcount
+
+    def backfill_uploads(self, target: str) -> int:
+        """Queue uploads for meetings archived before ``target`` was configured."""
+        now = time.time()
+        with self.tx() as db:
+            return db.execute(
+                "INSERT OR IGNORE INTO uploads (sha256, target, state, created_at, updated_at)"
+                " SELECT sha256, ?, 'pending', ?, ? FROM jobs WHERE archive_ref IS NOT NULL"
+                " AND step IN ('archived', 'done') ORDER BY id", (target, now, now)).rowcount
+
+    def recover_uploads(self) -> int:
+        """At start: uploads a dead process left running go back to pending."""
+        with self.tx() as db:
+            return db.execute("UPDATE uploads SET state='pending', updated_at=? WHERE"
+                              " state='running'", (time.time(),)).rowcount
+
+    def release_upload(self, sha: str, target: str) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE uploads SET state='pending', attempts=MAX(0, attempts-1),"
+                       " updated_at=? WHERE sha256=? AND target=? AND state='running'",
+                       (time.time(), sha, target))
 
     # ------------------------------------------------------------------ the daemon's own row
 

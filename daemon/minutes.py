@@ -446,3 +446,46 @@ def minutes_markdown(m: Minutes, time_hhmm: str | None = None) -> str:
     out += [f"- [ ] {a.owner} — {a.task}" + (f" ({a.due})" if a.due else "")
             for a in m.action_items] or ["_None recorded._"]
     return "\n".join(out).rstrip() + "\n"
+
+
+def minutes_html(m: Minutes, time_hhmm: str | None = None,
+                 links: list[tuple[str, str]] | None = None) -> str:
+    """The same minutes as :func:`minutes_markdown`, as HTML that Google Docs converts into
+    headings, bullet lists and ☐ check boxes. ``links``: (label, url) shown under the title
+    (the transcript Doc, the recording)."""
+    from html import escape as e
+
+    when = m.date + (f" {time_hhmm}" if time_hhmm else "")
+    out = ["<!DOCTYPE html>", '<html><head><meta charset="utf-8">',
+           f"<title>{e(m.title)}</title></head><body>", f"<h1>{e(m.title)}</h1>",
+           f"<p><b>Date:</b> {e(when)}<br><b>Duration:</b> {hms(m.duration_s)}<br>"
+           f"<b>Attendees:</b> {e(', '.join(m.attendees)) if m.attendees else 'not identified'}"]
+    talk = [s for s in m.speakers if s.talk_time_s > 0]
+    if talk:
+        total = sum(s.talk_time_s for s in talk) or 1.0
+        parts = [f"{s.name or f'Speaker {i + 1}'} {100 * s.talk_time_s / total:.0f}%"
+                 for i, s in enumerate(m.speakers) if s.talk_time_s > 0]
+        out.append(f"<br><b>Talk time:</b> {e(', '.join(parts))}")
+    out.append("</p>")
+    if links:
+        out.append("<p>" + "<br>".join(f'<b>{e(label)}:</b> <a href="{e(url)}">{e(url)}</a>'
+                                       for label, url in links) + "</p>")
+
+    def items(xs: list[str]) -> list[str]:
+        if not xs:
+            return ["<p><i>None recorded.</i></p>"]
+        return ["<ul>", *(f"<li>{e(x)}</li>" for x in xs), "</ul>"]
+
+    out += ["<h2>Summary</h2>", f"<p>{e(m.summary) if m.summary else '<i>No summary.</i>'}</p>"]
+    out += ["<h2>Discussion points</h2>", *items(m.discussion_points)]
+    out += ["<h2>Decisions</h2>", *items(m.decisions)]
+    out += ["<h2>Action items</h2>"]
+    if m.action_items:
+        out.append('<ul style="list-style-type:none">')
+        out += [f"<li>☐ <b>{e(a.owner)}</b> — {e(a.task)}" + (f" ({e(a.due)})" if a.due else "")
+                + "</li>" for a in m.action_items]
+        out.append("</ul>")
+    else:
+        out.append("<p><i>None recorded.</i></p>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"

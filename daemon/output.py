@@ -54,6 +54,32 @@ def transcript_markdown(t: SpeakerTranscript, title: str | None = None) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def transcript_html(t: SpeakerTranscript, title: str | None = None,
+                    links: list[tuple[str, str]] | None = None) -> str:
+    """The speaker-labelled transcript as HTML for a Google Doc (as transcript.md, plus
+    ``links``: (label, url), e.g. the minutes Doc)."""
+    from html import escape as e
+
+    head = title or "Transcript"
+    out = ["<!DOCTYPE html>", '<html><head><meta charset="utf-8">',
+           f"<title>{e(head)}</title></head><body>", f"<h1>{e(head)}</h1>", "<p>"]
+    if t.source:
+        out.append(f"<b>Source:</b> {e(Path(t.source).name)}<br>")
+    out.append(f"<b>Duration:</b> {hms(t.duration_s)}")
+    if t.speakers:
+        who = ", ".join(f"{display_name(t, s.id)} ({hms(s.talk_time_s)})" for s in t.speakers)
+        out.append(f"<br><b>Speakers:</b> {e(who)}")
+    out.append("</p>")
+    if links:
+        out.append("<p>" + "<br>".join(f'<b>{e(label)}:</b> <a href="{e(url)}">{e(url)}</a>'
+                                       for label, url in links) + "</p>")
+    for seg in t.segments:
+        out.append(f"<p>[{hms(seg.start)}] <b>{e(display_name(t, seg.speaker))}:</b> "
+                   f"{e(seg.text)}</p>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
 def write_transcript(t: SpeakerTranscript, out_dir: Path) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     json_path, md_path = out_dir / "transcript.json", out_dir / "transcript.md"

@@ -20,9 +20,11 @@ def _bold(use_ansi: bool) -> tuple[str, str]:
 
 
 def search(settings: Settings, query: str, limit: int = 10, as_json: bool = False,
-           raw: bool = False) -> int:
+           raw: bool = False, drive: bool = False) -> int:
     import sqlite3
 
+    if drive:
+        return search_drive(settings, query, limit, as_json, raw)
     from daemon.archive import SearchableArchive, build_archive
 
     archive = build_archive(settings)
@@ -57,6 +59,46 @@ def search(settings: Settings, query: str, limit: int = 10, as_json: bool = Fals
         print(f"{when}  {h.title}")
         print(f"    {render_snippet(h.snippet, b0, b1)}")
         print(f"    {h.ref}")
+    return EXIT_OK
+
+
+def search_drive(settings: Settings, query: str, limit: int = 10, as_json: bool = False,
+                 raw: bool = False) -> int:
+    """``minutesd search --drive``: Drive's full-text index, restricted to the minutes
+    folder; title, date and link of each meeting found."""
+    if not settings.archive.drive.enabled:
+        print("minutesd: the Drive archive is off (archive.drive.enabled: false)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    from integrations.gdrive import DriveArchive, DriveError
+    from integrations.google_auth import AuthProblem
+
+    try:
+        archive = DriveArchive(settings)
+    except sqlite3.Error as exc:
+        print(f"minutesd: cannot open the Drive ledger: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        hits = archive.search(query, limit=limit, raw=raw)
+    except ValueError as exc:
+        print(f"minutesd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (AuthProblem, DriveError) as exc:
+        print(f"minutesd: Drive search failed: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        archive.close()
+    if as_json:
+        print(json.dumps({"query": query, "drive": True, "hits": [
+            {"key": h.key, "date": h.date, "time": h.time, "title": h.title, "link": h.ref,
+             "matched": h.snippet} for h in hits]}, indent=2, ensure_ascii=False))
+        return EXIT_OK if hits else EXIT_NO_MATCH
+    if not hits:
+        print(f"no matches in Drive for {query!r}", file=sys.stderr)
+        return EXIT_NO_MATCH
+    for h in hits:
+        print(f"{h.date}{' ' + h.time if h.time else ''}  {h.title}")
+        print(f"    {h.ref}  ({h.snippet})")
     return EXIT_OK
 
 
@@ -127,9 +169,38 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         out["recent_duplicates"] = [
             {"time": e["at"], "file": e["name"], **(json.loads(e["detail"]) if e["detail"] else {})}
             for e in store.events("duplicate", limit=5)]
+        out["drive"] = drive_status(settings, store)
     finally:
         store.close()
     return out
+
+
+def drive_status(settings: Settings, store) -> dict[str, Any] | None:
+    """The Drive archive: on or off, credentials on disk, uploads by state, why they wait."""
+    cfg = settings.archive.drive
+    try:
+        counts = store.upload_counts("gdrive")
+        rows = store.uploads("u.target='gdrive' AND u.state IN ('pending','running','failed')")
+        recent = store.uploads("u.target='gdrive' AND u.state='done'", limit=1000)[-5:]
+    except sqlite3.OperationalError:  # a queue from before uploads existed
+        counts, rows, recent = {}, [], []
+    if not cfg.enabled and not any(counts.values()):
+        return None
+    from integrations.google_auth import token_report
+
+    waiting = next((r["last_error"] for r in rows if r["waiting"] == "auth"), None)
+    return {"enabled": cfg.enabled, "credentials": token_report(settings), "counts": counts,
+            "waiting_for_auth": waiting,
+            "pending": [_upload(r) for r in rows if r["state"] != "failed"],
+            "failed": [_upload(r) for r in rows if r["state"] == "failed"],
+            "recent": [_upload(r) for r in reversed(recent)]}
+
+
+def _upload(r: dict) -> dict[str, Any]:
+    return {"sha256": r["sha256"], "file": r["name"], "title": r["title"], "state": r["state"],
+            "attempts": r["attempts"], "waiting": r["waiting"],
+            "next_attempt_at": r["next_attempt_at"] or None, "last_error": r["last_error"],
+            "link": r["ref"], "done_at": r["done_at"]}
 
 
 def _job(j) -> dict[str, Any]:
@@ -192,4 +263,29 @@ def status(settings: Settings, as_json: bool = False) -> int:
         for f in st["recent_duplicates"]:
             print(f"  {_when(f['time'])}  {f['file']}  same as {f.get('original')}  "
                   f"-> {f.get('moved_to')}")
+    dv = st.get("drive")
+    if dv:
+        c = dv["counts"]
+        cred = dv["credentials"]
+        how = (f"oauth, token {'present' if cred.get('present') else 'MISSING'}"
+               if cred["auth"] == "oauth" else f"service account{' as ' + cred['subject'] if cred.get('subject') else ''}")
+        print(f"drive:    {'on' if dv['enabled'] else 'OFF'} ({how}, scope {cred['scope']}); "
+              f"{c.get('done', 0)} uploaded, {c.get('pending', 0) + c.get('running', 0)} "
+              f"upload pending, {c.get('failed', 0)} failed")
+        if dv["waiting_for_auth"]:
+            print(f"          uploads WAIT for Google credentials: {dv['waiting_for_auth']}")
+            print("          (the local archive has every meeting; nothing is lost)")
+        for u in dv["pending"]:
+            extra = ""
+            why = " (waiting for credentials)" if u["waiting"] == "auth" else ""
+            if u["next_attempt_at"] and u["next_attempt_at"] > time.time() and not why:
+                extra = f", retry in {int(u['next_attempt_at'] - time.time())} s"
+            err = f"\n        last error: {u['last_error']}" if u["last_error"] and not why \
+                else ""
+            print(f"  {u['sha256'][:12]}  {u['file']}  upload pending{why}, attempts "
+                  f"{u['attempts']}{extra}{err}")
+        for u in dv["failed"]:
+            print(f"  {u['sha256'][:12]}  {u['file']}  upload FAILED: {u['last_error']}")
+        for u in dv["recent"]:
+            print(f"  {_when(u['done_at'])}  {u['sha256'][:12]}  {u['file']}  -> {u['link']}")
     return EXIT_OK

@@ -8,6 +8,9 @@ One process, a few threads:
 * **workers** (``daemon.concurrency``, 1 by default), each holding its own loaded models,
   take the oldest due job and run its remaining steps: transcribe → write minutes → archive
   → file the original (processed/, or kept).
+* an **uploader** per mirror archive (Google Drive, when configured) copies archived
+  meetings from the local archive at its own pace (:mod:`daemon.uploads`), so an outage or
+  revoked credentials never hold up the inbox.
 
 Exactly once: every step's output is committed with the step; the archive is idempotent per
 sha256 (:mod:`daemon.archive`); moves record their destination first. A ``kill -9`` at any
@@ -40,7 +43,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from daemon.archive import Archive, ArchiveRecord, LocalArchive, build_archive
+from daemon.archive import Archive, ArchiveRecord, LocalArchive, build_archive, build_mirrors
 from daemon.faults import crash_point
 from daemon.files import (
     EnvironmentProblem,
@@ -140,6 +143,7 @@ class Service:
         processor_factory: ProcessorFactory | None = None,
         archive: Archive | None = None,
         notifier: Notifier | None = None,
+        mirrors: list[Archive] | None = None,
     ):
         self.settings = settings
         d = settings.daemon
@@ -150,6 +154,8 @@ class Service:
         self.duplicates = d.resolved("duplicates")
         self.state_dir = d.resolved_state_dir()
         self.archive = archive or build_archive(settings)
+        self.mirrors: list[Archive] | None = mirrors  # built in open() (they keep state there)
+        self.uploaders: list[Any] = []
         self.notifier = notifier or Notifier()
         self.processor_factory = processor_factory or default_processor_factory
         self.log = get_logger("minutesd.daemon")
@@ -196,7 +202,11 @@ class Service:
         os.ftruncate(self._lock_fd, 0)
         os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
         self.store = JobStore(self.state_dir / DB_NAME)
+        if self.mirrors is None:
+            self.mirrors = build_mirrors(self.settings)
         self.store.heartbeat("starting", info=self.backends(), started=True)
+        if self.store.recover_uploads():
+            self.log.warning("resuming uploads interrupted by a crash or kill")
         recovered = self.store.recover()
         for job in recovered:
             self.log.warning("resuming a job interrupted by a crash or kill", job=job.short,
@@ -213,7 +223,8 @@ class Service:
             "asr": f"{s.asr.backend}:{s.asr.model}",
             "diarizer": s.diarization.backend,
             "llm": f"{s.llm.backend}:{s.llm.model if s.llm.backend != 'openai' else s.llm.openai.model}",
-            "archive": getattr(self.archive, "name", type(self.archive).__name__),
+            "archive": "+".join([getattr(self.archive, "name", type(self.archive).__name__)]
+                                + [m.name for m in self.mirrors or []]),
             "watch": self.watcher.mode if self.watcher else ("polling" if self.cfg.polling
                                                                else "inotify"),
             "concurrency": self.cfg.concurrency,
@@ -293,6 +304,12 @@ class Service:
             w = Worker(self, i, proc)
             self.workers.append(w)
             w.start()
+        from daemon.uploads import Uploader
+
+        for m in self.mirrors or []:
+            u = Uploader(self, m)
+            self.uploaders.append(u)
+            u.start()
         self.store.heartbeat("ready", info=self.backends())
         counts = self.store.counts()
         self.notifier.ready(self.status_line())
@@ -364,6 +381,13 @@ class Service:
         tail = f"{counts.get('queued', 0)} queued, {counts.get('done', 0)} done, " \
                f"{counts.get('failed', 0)} failed"
         head = "; ".join(busy) if busy else "idle"
+        if self.mirrors and self.store:
+            up = self.store.upload_counts()
+            tail += f", {up['pending'] + up['running']} uploads pending"
+            if up["failed"]:
+                tail += f", {up['failed']} uploads failed"
+            if any(u.auth_problem for u in self.uploaders):
+                tail += " (waiting for Google credentials: minutesd auth google)"
         if self.health:
             head = f"degraded ({self.health.split('. Fix:')[0]}); {head}"
         return f"{head}; {tail}"
@@ -571,7 +595,9 @@ class Service:
                 finally:
                     worker.doing = None
                 secs = round(time.monotonic() - t0, 2)
-                store.finish_step(job.sha256, step, detail={"seconds": secs}, **values)
+                uploads = [m.name for m in self.mirrors or []] if step == "archived" else []
+                store.finish_step(job.sha256, step, detail={"seconds": secs}, uploads=uploads,
+                                  **values)
                 log.info("step finished", step=step, seconds=secs,
                          **({"archive": values["archive_ref"]} if "archive_ref" in values else {}))
                 self.set_health(None)
@@ -769,6 +795,12 @@ class Service:
             while w.is_alive() and time.monotonic() < deadline:
                 w.join(timeout=0.5)
                 self.notifier.watchdog()
+        for u in self.uploaders:
+            while u.is_alive() and time.monotonic() < deadline:
+                u.join(timeout=0.5)
+                self.notifier.watchdog()
+            if u.is_alive() and u.sha:
+                self.store.release_upload(u.sha, u.target)  # redone at the next start
         stuck = [w for w in self.workers if w.is_alive()]
         for w in stuck:
             if w.sha:
@@ -784,6 +816,8 @@ class Service:
                 sys.stderr.flush()
                 os._exit(0)
             return 0
+        if any(u.is_alive() for u in self.uploaders):
+            return 0  # an upload is still inside an HTTP request: leave it to the next start
         self.store.close()
         if isinstance(self.archive, LocalArchive):
             self.archive.close()

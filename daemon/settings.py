@@ -182,9 +182,45 @@ class DaemonSettings(_Strict):
         return (Path(xdg).expanduser() / "minutesd").absolute()
 
 
+class DriveSettings(_Strict):
+    """``archive.drive``: Google Docs in Drive, in addition to the local archive."""
+
+    enabled: bool = False
+    auth: Literal["oauth", "service_account"] = "oauth"
+    client_secrets: Path | None = None
+    token_file: Path = Path("google-token.json")
+    oauth_port: int = Field(8765, ge=0, le=65535)
+    service_account_file: Path | None = None
+    subject: str | None = None
+    scope: Literal["drive.file", "drive"] = "drive.file"
+    parent_id: str = "root"
+    shared_drive_id: str | None = None
+    folder: str = "Minutes"
+    upload_audio: bool = False
+    num_retries: int = Field(5, ge=0, le=20)
+    retry_delay_s: float = Field(1.0, ge=0, le=60)
+    timeout_s: float = Field(60.0, gt=0, le=3600)
+    retry_backoff_s: float = Field(30.0, ge=0)
+    retry_backoff_max_s: float = Field(3600.0, ge=0)
+    api_endpoint: str | None = None
+    token_uri: str | None = None
+    ca_certs: Path | None = None
+
+    def resolved_token_file(self, daemon: DaemonSettings) -> Path:
+        """``token_file`` under the state directory unless absolute."""
+        p = Path(os.path.expandvars(str(self.token_file))).expanduser()
+        return p if p.is_absolute() else daemon.resolved_state_dir() / p
+
+    def resolved(self, name: str, daemon: DaemonSettings) -> Path | None:
+        """``client_secrets``/``service_account_file``/``ca_certs`` (relative: under root)."""
+        value = getattr(self, name)
+        return None if value is None else daemon._under_root(value).absolute()
+
+
 class ArchiveSettings(_Strict):
     backend: Literal["local"] = "local"
     path: Path = Path("archive")
+    drive: DriveSettings = DriveSettings()
 
     def resolved_path(self, daemon: DaemonSettings) -> Path:
         return daemon._under_root(self.path).absolute()

@@ -1,7 +1,10 @@
 """Shared fixtures: audio made on the fly (tones with PyAV, speech with espeak-ng).
 
 Nothing here reaches the network: HF_HUB_OFFLINE is set for the whole test session, so any
-code path that tries the Hugging Face hub fails loudly instead of downloading.
+code path that tries the Hugging Face hub fails loudly instead of downloading; and
+``tests/netguard`` (in this process, and on PYTHONPATH for every Python the tests start)
+makes any attempt to resolve or connect to a real Google host raise. Attempts are logged and
+the session fails at its end if there were any.
 """
 
 from __future__ import annotations
@@ -24,6 +27,37 @@ from daemon.privacy import lock_down  # noqa: E402
 lock_down()
 
 REPO = Path(__file__).resolve().parent.parent
+NETGUARD = Path(__file__).resolve().parent / "netguard"
+
+
+def _install_netguard() -> Path:
+    import importlib.util
+    import tempfile
+
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(NETGUARD), os.environ.get("PYTHONPATH", "")) if p)
+    if not os.environ.get("MINUTESD_NET_GUARD_LOG"):
+        fd, log = tempfile.mkstemp(prefix="minutesd-netguard-", suffix=".log")
+        os.close(fd)
+        os.environ["MINUTESD_NET_GUARD_LOG"] = log
+    spec = importlib.util.spec_from_file_location("minutesd_netguard",
+                                                  NETGUARD / "sitecustomize.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return Path(os.environ["MINUTESD_NET_GUARD_LOG"])
+
+
+NETGUARD_LOG = _install_netguard()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_real_google_hosts():
+    """The whole session (and every subprocess) must never try to reach Google."""
+    yield
+    tried = NETGUARD_LOG.read_text() if NETGUARD_LOG.exists() else ""
+    assert not tried, "attempts to reach real Google hosts:\n" + tried
+    NETGUARD_LOG.unlink(missing_ok=True)
 SR = 16_000
 
 

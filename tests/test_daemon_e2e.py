@@ -27,7 +27,9 @@ import pytest
 from test_notify import Listener
 
 REPO = Path(__file__).resolve().parent.parent
-EVAL = (REPO.parent / "shared" / "eval" / "dev").resolve()
+# The eval kit beside the checkout; MINUTESD_EVAL_DEV points elsewhere (e.g. from a worktree).
+EVAL = Path(os.environ.get("MINUTESD_EVAL_DEV") or REPO.parent / "shared" / "eval" / "dev"
+            ).resolve()
 MEETINGS = {name: EVAL / name / "meeting.mp3" for name in ("library-renovation", "product-launch")}
 
 pytestmark = [

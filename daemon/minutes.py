@@ -80,7 +80,7 @@ class Draft(BaseModel):
         for x in v:
             if isinstance(x, dict):  # {"decision": "..."} and the like
                 x = next((str(y) for y in x.values() if isinstance(y, str)), "")
-            if str(x).strip():
+            if str(x).strip() and str(x).strip() not in out:  # a looping model repeats
                 out.append(str(x).strip())
         return out
 
@@ -96,8 +96,8 @@ SCHEMA_HINT = """{
 SCHEMA_HINT_NO_ACTIONS = """{
   "title": "short title of the meeting",
   "summary": "3-5 sentences: purpose, main outcomes",
-  "discussion_points": ["one line per topic discussed"],
-  "decisions": ["one line per decision the group actually made"]
+  "decisions": ["one line per decision the group actually made"],
+  "discussion_points": ["one line per topic discussed, each topic once, at most 8"]
 }"""
 
 SYSTEM_PROMPT = """You are a meticulous meeting secretary. From a meeting transcript you write \
@@ -160,13 +160,58 @@ def extract_json(text: str) -> dict:
                 end = i
                 break
     if end < 0:
-        raise ValueError("the JSON object is not closed (answer cut off?)")
+        repaired = close_truncated(t[start:])
+        if repaired is None:
+            raise ValueError("the JSON object is not closed (answer cut off?)")
+        return repaired
     body = t[start:end + 1]
     try:
         return json.loads(body)
     except json.JSONDecodeError:
         repaired = re.sub(r",\s*([}\]])", r"\1", body)  # trailing commas
         return json.loads(repaired)
+
+
+def _inside_item(stack: list[str]) -> bool:
+    """Inside an object that is an element of a list (a half-written action item)."""
+    return len(stack) >= 3 and stack[-1] == "}" and "]" in stack[:-1]
+
+
+def close_truncated(body: str, tries: int = 200) -> dict | None:
+    """A cut-off JSON object (token limit, or stopped because the model was looping) made
+    whole: cut back to the end of the last complete value and close what is open. The
+    fields before the cut are kept; a half-written value is dropped, never guessed."""
+    stack: list[str] = []
+    in_str = esc = False
+    cuts: list[tuple[int, str]] = []  # (position after a complete value, closers needed)
+    for i, c in enumerate(body):
+        if in_str:
+            if esc:
+                esc = False
+            elif c == "\\":
+                esc = True
+            elif c == '"':
+                in_str = False
+                if not _inside_item(stack):  # loads() rejects a cut after a lone key
+                    cuts.append((i + 1, "".join(reversed(stack))))
+            continue
+        if c == '"':
+            in_str = True
+        elif c in "[{":
+            stack.append("]" if c == "[" else "}")
+        elif c in "]}":
+            if stack:
+                stack.pop()
+            if not _inside_item(stack):
+                cuts.append((i + 1, "".join(reversed(stack))))
+    for pos, closers in reversed(cuts[-tries:]):
+        try:
+            obj = json.loads(re.sub(r",\s*$", "", body[:pos]) + closers)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            return obj
+    return None
 
 
 # --------------------------------------------------------------------------- owners

@@ -167,3 +167,22 @@ def test_short_forms_match_and_commitments_are_hinted_to_the_model():
     t.segments.append(SpeakerSegment(40, 44, "SPEAKER_01", "I'll order the cables today."))
     W(chat).write(t, facts)
     assert "- David Chen: I'll order the cables today." in chat.calls[0][1].content
+
+
+def test_a_cut_off_answer_keeps_its_complete_fields_and_repeats_are_dropped():
+    from daemon.backends.llm_transformers import _looping
+
+    looped = ('{"title": "Sync", "summary": "Budget.", "decisions": ["Close in April"], '
+              '"discussion_points": [' + '"The same point again and again.", ' * 40 + '"The sa')
+    t, facts = meeting()
+    m = W(ScriptedChat([looped])).write(t, facts)
+    assert m.title == "Sync" and m.decisions == ["Close in April"]
+    assert m.discussion_points == ["The same point again and again."]
+    # a half-written action item is dropped, not guessed
+    cut = '{"title": "x", "action_items": [{"owner": "David", "task": "Quotes"}, {"owner": "Ma'
+    assert extract_json(cut)["action_items"] == [{"owner": "David", "task": "Quotes"}]
+    # the loop detector stops a model that repeats itself, not one that writes on
+    pieces = [c for c in looped]
+    assert _looping(pieces[: len(pieces) // 8 * 8])
+    prose = [w + " " for w in ("minutes of the weekly sync about the library budget " * 3).split()]
+    assert not _looping(prose[:16])

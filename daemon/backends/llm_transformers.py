@@ -66,6 +66,17 @@ def _hub_help(model: str, exc: BaseException) -> ModelNotAvailable:
     )
 
 
+def _looping(pieces: list[str], tail: int = 60, times: int = 3) -> bool:
+    """True when the text's last ``tail`` characters already occur ``times`` times: the
+    model is repeating itself (checked every 8 pieces, on the last 6000 characters)."""
+    if len(pieces) % 8:
+        return False
+    text = "".join(pieces[-1500:])[-6000:]
+    if len(text) < tail * times:
+        return False
+    return text.count(text[-tail:]) >= times
+
+
 class _JsonObjectEnd:
     """Follows streamed text and tells when the first top-level JSON object is closed."""
 
@@ -151,6 +162,7 @@ class TransformersChat:
         self.context_tokens = min(cfg.context_tokens, self.max_positions)
         self.eos_token_ids = self._eos_ids()
         self.last_stats: dict[str, Any] = {}
+        self.looped = 0  # answers cut short because the model was repeating itself
 
     # ------------------------------------------------------------------ loading
 
@@ -290,6 +302,12 @@ class TransformersChat:
                         piece, closed = piece[:end], True
                         stop.set()
                 pieces.append(piece)
+                if json_output and not closed and _looping(pieces):
+                    # Small models can fall into repeating one list item until the token
+                    # limit: stop now; the caller repairs the cut-off JSON.
+                    closed = True
+                    stop.set()
+                    self.looped += 1
                 if on_token and piece:
                     on_token(piece)
             finished = True

@@ -490,18 +490,19 @@ def profile_table(prof: Any, sort_by: str, rows: int = 25) -> str:
 
 
 def profile_asr(tr: Any, audio: np.ndarray, out: Path) -> None:
-    """Where a batch-8 word-timestamp transcription spends its time (torch profiler)."""
+    """Where a batch-2 word-timestamp transcription spends its time (torch profiler; slow:
+    on the H100 a batch-8 profile outran a 7-minute run)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     from daemon.audio import Audio
 
     out.mkdir(parents=True, exist_ok=True)
-    tr.cfg.batch_size = 8
+    tr.cfg.batch_size = 2
     try:
         acts = [ProfilerActivity.CPU, ProfilerActivity.CUDA]
         with profile(activities=acts) as prof:
-            tr.transcribe(Audio(clip(audio, window_clip_s(8))))
+            tr.transcribe(Audio(clip(audio, window_clip_s(2))))
             torch.cuda.synchronize()
         (out / "profile_asr.txt").write_text(
             "by self CPU time\n"

@@ -107,6 +107,7 @@ class LLMSettings(_Strict):
     temperature: float = Field(0.0, ge=0, le=2)
     context_tokens: int = Field(4096, ge=512, le=1_000_000)
     stream: bool = True
+    cuda_graphs: bool = True
     cpu_threads: int = Field(0, ge=0)
     openai: OpenAILLMSettings = OpenAILLMSettings()
 

@@ -163,6 +163,12 @@ class TransformersChat:
         self.eos_token_ids = self._eos_ids()
         self.last_stats: dict[str, Any] = {}
         self.looped = 0  # answers cut short because the model was repeating itself
+        # On CUDA: static KV cache + the one-token step as a CUDA graph (llm_graph.py).
+        self.graph_decoder = None
+        if self.device == "cuda" and cfg.cuda_graphs:
+            from daemon.backends.llm_graph import StaticGraphDecoder
+
+            self.graph_decoder = StaticGraphDecoder(self.model, max_positions=self.max_positions)
 
     # ------------------------------------------------------------------ loading
 
@@ -274,6 +280,11 @@ class TransformersChat:
 
         def run() -> None:
             try:
+                if self.graph_decoder is not None:
+                    result["ids"] = self.graph_decoder.generate(
+                        enc["input_ids"], max_new, self.eos_token_ids, streamer=streamer,
+                        should_stop=stop.is_set, temperature=self.cfg.temperature)
+                    return
                 with torch.inference_mode():
                     result["ids"] = self.model.generate(**gen_kwargs)
             except BaseException as exc:  # surfaced in the caller's thread below

@@ -96,7 +96,7 @@ SCHEMA_HINT = """{
 SCHEMA_HINT_NO_ACTIONS = """{
   "title": "short title of the meeting",
   "summary": "3-5 sentences: purpose, main outcomes",
-  "decisions": ["one line per decision the group actually made"],
+  "decisions": ["each decision the group actually made, as one full sentence with its details (what, when)"],
   "discussion_points": ["one line per topic discussed, each topic once, at most 8"]
 }"""
 
@@ -284,6 +284,25 @@ def commitment_hints(t: SpeakerTranscript) -> list[str]:
     return hints
 
 
+_DECIDED = re.compile(
+    r"(?<!are )(?<!did )(?<!have )(?<!should )(?<!do )"  # "are we deciding?" is a question
+    r"\b(?:we(?:'re| are)? decid(?:e|ed|ing)|(?:it's|it is|that's) decided|we(?:'ve| have) "
+    r"decided|we(?:'ll| will) go with|the decision is|we agree(?:d)? (?:to|that|on))\b", re.I)
+
+
+def decision_hints(t: SpeakerTranscript, limit: int = 20) -> list[str]:
+    """Sentences where the group states a decision ("so we are deciding today that ..."):
+    cues for the model, which writes the decisions."""
+    from daemon.names import _sentences
+
+    out: list[str] = []
+    for seg in t.segments:
+        for sent in _sentences(seg.text):
+            if _DECIDED.search(sent):  # declarative forms only ("are we deciding?" is not)
+                out.append(f"{display_label(t, seg.speaker)}: {sent}")
+    return out[:limit]
+
+
 def transcript_lines(t: SpeakerTranscript) -> list[str]:
     return [f"[{hms(s.start)}] {display_label(t, s.speaker)}: {s.text}" for s in t.segments]
 
@@ -378,6 +397,10 @@ class LLMMinutesWriter:
             footer = ("\n\nSentences where someone takes on or is given a task (each is usually "
                       "one action item, owned by the person named first; merge two sentences "
                       "about the same task):\n" + "\n".join(f"- {h}" for h in hints))
+        if decided := decision_hints(t):
+            footer += ("\n\nSentences where the group states a decision (write each one that "
+                       "was decided under \"decisions\"; tasks people will do are not "
+                       "decisions):\n" + "\n".join(f"- {h}" for h in decided))
         chunks = self._chunks(lines, self._budget() - self.chat.count_tokens(footer))
         self.stats.chunks = len(chunks)
         if len(chunks) == 1:

@@ -186,3 +186,21 @@ def test_a_cut_off_answer_keeps_its_complete_fields_and_repeats_are_dropped():
     assert _looping(pieces[: len(pieces) // 8 * 8])
     prose = [w + " " for w in ("minutes of the weekly sync about the library budget " * 3).split()]
     assert not _looping(prose[:16])
+
+
+def test_stated_decisions_are_cued_to_the_model():
+    from daemon.minutes import decision_hints
+
+    segs = [SpeakerSegment(0, 5, "SPEAKER_00", "And we are deciding to delay the launch to June "
+                                                "2nd, and does that work for marketing?"),
+            SpeakerSegment(6, 9, "SPEAKER_01", "Are we deciding anything today? I decided nothing."),
+            SpeakerSegment(10, 12, "SPEAKER_00", "We agreed to close the reading room in April.")]
+    spk = [Speaker("SPEAKER_00", "Olivia Grant"), Speaker("SPEAKER_01", None)]
+    t = SpeakerTranscript(12.0, spk, segs)
+    assert decision_hints(t) == [
+        "Olivia Grant: And we are deciding to delay the launch to June 2nd, and does that work "
+        "for marketing?",
+        "Olivia Grant: We agreed to close the reading room in April."]
+    chat = ScriptedChat([json.dumps(GOOD)])
+    W(chat).write(t, MeetingFacts("2026-05-12", 12.0, ["Olivia Grant", "Speaker 2"], spk))
+    assert "states a decision" in chat.calls[0][1].content

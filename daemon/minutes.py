@@ -80,6 +80,8 @@ class Draft(BaseModel):
         for x in v:
             if isinstance(x, dict):  # {"decision": "..."} and the like
                 x = next((str(y) for y in x.values() if isinstance(y, str)), "")
+            if str(x).strip().lower().rstrip(".") in ("none", "n/a", "null", "nothing"):
+                continue  # "- None" is not a discussion point
             if str(x).strip() and str(x).strip() not in out:  # a looping model repeats
                 out.append(str(x).strip())
         return out

@@ -9,12 +9,20 @@ the value is parsed as YAML, so ``MINUTESD__ASR__BEAM_SIZE=1`` gives an int).
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "MINUTESD__"
 SHIPPED_SETTINGS = Path(__file__).resolve().parent.parent / "settings.yaml"
@@ -117,6 +125,12 @@ class MinutesSettings(_Strict):
     date: str | None = None
     max_attempts: int = Field(3, ge=1, le=10)
     action_items: Literal["cues", "model"] = "cues"
+
+    @field_validator("date", mode="before")
+    @classmethod
+    def _date_text(cls, v: Any) -> Any:
+        # YAML reads an unquoted 2026-03-04 (in the file or a MINUTESD__ override) as a date
+        return v.isoformat() if isinstance(v, _dt.date) else v
 
 
 class LoggingSettings(_Strict):

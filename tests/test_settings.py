@@ -101,3 +101,10 @@ def test_missing_explicit_file_and_bad_yaml(tmp_path):
     bad.write_text("asr: [unclosed\n")
     with pytest.raises(SettingsError, match="not valid YAML"):
         load_settings(bad, environ={})
+
+
+def test_an_unquoted_date_is_taken_as_the_date_text():
+    from daemon.settings import load_settings
+
+    s = load_settings(environ={"MINUTESD__MINUTES__DATE": "2026-03-04"})
+    assert s.minutes.date == "2026-03-04"

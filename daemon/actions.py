@@ -81,11 +81,11 @@ def _content(text: str) -> set[str]:
 
 
 def _speaker_named(t: SpeakerTranscript, name: str) -> str | None:
-    n = name.lower()
-    hits = [s.id for s in t.speakers
-            if s.name and any(p.lower() == n or (len(n) >= 3 and p.lower().startswith(n))
-                              for p in s.name.split())]
-    return hits[0] if len(hits) == 1 else None
+    """The speaker a spoken name refers to (name, surname or a short form), if just one."""
+    from daemon.minutes import match_person
+
+    person = match_person(name, [s.name for s in t.speakers if s.name])
+    return next((s.id for s in t.speakers if person and s.name == person), None)
 
 
 def find_commitments(t: SpeakerTranscript) -> list[Commitment]:

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from daemon import sqlite
 from daemon.faults import crash_point
 from daemon.files import fsync_dir
 from daemon.pipeline import Minutes, SpeakerTranscript
@@ -187,13 +188,7 @@ class LocalArchive:
 
     def db(self) -> sqlite3.Connection:
         if self._db is None:
-            self.root.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.index_path, timeout=30, isolation_level=None,
-                                 check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA busy_timeout=30000")
-            db.executescript(INDEX_SCHEMA)
+            db = sqlite.connect(self.index_path, INDEX_SCHEMA)
             db.row_factory = sqlite3.Row
             self._db = db
         return self._db
@@ -206,15 +201,8 @@ class LocalArchive:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            db = self.db()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        with self._lock, sqlite.immediate(self.db()) as db:
+            yield db
 
     # ------------------------------------------------------------------ Archive
 

@@ -36,6 +36,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from daemon import sqlite
+
 STEPS = ("received", "transcribed", "minutes_written", "archived", "done")
 NEXT_STEP = dict(zip(STEPS[:-1], STEPS[1:], strict=True))
 STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -156,20 +158,9 @@ class JobStore:
         self.path = Path(path)
         self.readonly = readonly
         self._lock = threading.RLock()
-        if readonly:
-            uri = f"file:{self.path}?mode=ro"
-            self.db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None,
-                                      check_same_thread=False)
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                      check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a step recorded is on disk even after a power cut, not only after kill -9.
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.executescript(SCHEMA)
+        self.db = sqlite.connect(self.path, SCHEMA, readonly=readonly)
+        if not readonly:
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self.db.execute("PRAGMA busy_timeout=30000")
         self.db.row_factory = sqlite3.Row
 
     def close(self) -> None:
@@ -178,14 +169,8 @@ class JobStore:
 
     @contextlib.contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
+        with self._lock, sqlite.immediate(self.db) as db:
+            yield db
 
     def _job(self, row: sqlite3.Row | None) -> Job | None:
         return Job(**dict(row)) if row is not None else None

@@ -80,10 +80,7 @@ ProcessorFactory = Callable[[Settings, Any], Processing]
 def default_processor_factory(settings: Settings, log) -> Processing:
     from daemon.pipeline import Processor
 
-    if settings.minutes.roster and not settings.asr.initial_prompt:
-        # Names as spelling hints for Whisper, as `minutesd process` does.
-        settings.asr.initial_prompt = "Attendees: " + ", ".join(settings.minutes.roster) + "."
-    return Processor(settings, log=log)
+    return Processor(settings, log=log)  # it also gives the roster to Whisper as hints
 
 
 class LayoutError(Exception):

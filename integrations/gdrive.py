@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from daemon import sqlite
 from daemon.archive import ArchiveRecord, SearchHit, safe_title
 from daemon.faults import crash_point
 from integrations.google_auth import AuthProblem, GoogleAuth, auth_error, make_http
@@ -201,12 +202,7 @@ class Ledger:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                  check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA busy_timeout=30000")
-        self.db.executescript(LEDGER_SCHEMA)
+        self.db = sqlite.connect(self.path, LEDGER_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -214,14 +210,8 @@ class Ledger:
 
     @contextlib.contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
+        with self._lock, sqlite.immediate(self.db) as db:
+            yield db
 
     def file(self, sha: str, kind: str) -> DriveFile | None:
         with self._lock:

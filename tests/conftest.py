@@ -182,3 +182,35 @@ def dialogue(tmp_path_factory) -> tuple[Path, list[tuple[str, float, float, str]
 @pytest.fixture(scope="session")
 def python_exe() -> str:
     return sys.executable
+
+
+@pytest.fixture
+def hangup_server():
+    """A TCP server on 127.0.0.1 that accepts each connection and hangs up at once (a port
+    that answers, but no API behind it). Yields ``(port, accepted)``; ``accepted`` lists the
+    connections taken, so a test can count a client's tries."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    accepted: list = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            accepted.append(conn)
+            conn.close()
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    try:
+        yield listener.getsockname()[1], accepted
+    finally:
+        stop.set()
+        th.join(2)
+        listener.close()

@@ -235,43 +235,40 @@ def test_kill9_at_random_instants(tmp_path):
     assert result["recovered_jobs"] >= 3  # the kills did land inside steps
 
 
+def sigterm_during(p: subprocess.Popen, db: Path, step: str) -> tuple[str, float]:
+    """SIGTERM the daemon once it is inside ``step``; its output and seconds to exit."""
+    try:
+        end = time.monotonic() + 30
+        while time.monotonic() < end and not in_step(db, step):
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        out, _ = p.communicate(timeout=30)
+        return out, time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
 def test_sigterm_finishes_or_checkpoints_the_current_step(tmp_path):
     root = tmp_path
     # 1. the step fits in stop_timeout_s: it finishes, is recorded, exit 0
     write_settings(root, stop_timeout_s=10)
     drop(root / "inbox", "a.mp3", "Alpha.\nBeta.")
+    db = root / "state" / DB_NAME
     p = start(root, MINUTESD_FAKE_HEAR_S="2")
-    try:
-        db = root / "state" / DB_NAME
-        end = time.monotonic() + 30
-        while time.monotonic() < end and not in_step(db, "transcribed"):
-            time.sleep(0.05)
-        t0 = time.monotonic()
-        p.send_signal(signal.SIGTERM)
-        out, _ = p.communicate(timeout=30)
-    finally:
-        if p.poll() is None:
-            p.kill()
+    out, stop_s = sigterm_during(p, db, "transcribed")
     assert p.returncode == 0, out
-    assert 1.0 < time.monotonic() - t0 < 8
+    assert 1.0 < stop_s < 8
     j = JobStore(db, readonly=True).jobs()[0]
     assert (j.step, j.state, j.current_step, j.attempts) == ("transcribed", "queued", None, 0)
     assert '"event": "step finished"' in out and '"event": "stopped"' in out
     # 2. the step does not fit: abandoned, exit 0 within the budget, attempt not counted
     write_settings(root, stop_timeout_s=0.5)
     p = start(root, MINUTESD_FAKE_UNDERSTAND_S="20")
-    try:
-        end = time.monotonic() + 30
-        while time.monotonic() < end and not in_step(db, "minutes_written"):
-            time.sleep(0.05)
-        t0 = time.monotonic()
-        p.send_signal(signal.SIGTERM)
-        out, _ = p.communicate(timeout=30)
-    finally:
-        if p.poll() is None:
-            p.kill()
+    out, stop_s = sigterm_during(p, db, "minutes_written")
     assert p.returncode == 0, out
-    assert time.monotonic() - t0 < 5
+    assert stop_s < 5
     assert "step abandoned at shutdown" in out
     j = JobStore(db, readonly=True).jobs()[0]
     assert (j.step, j.state, j.current_step, j.attempts) == ("transcribed", "queued", None, 0)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import socket
 import threading
 import time
 import wave
@@ -496,36 +495,15 @@ def test_missing_key_fails_at_construction(monkeypatch, value):
         OpenAITranscriber(settings("http://127.0.0.1:9/v1"))
 
 
-def test_connection_failure_after_retries():
+def test_connection_failure_after_retries(hangup_server):
     """A server that accepts and hangs up: the client retries, then a clear error."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.05)
-    port = listener.getsockname()[1]
-    accepted = []
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            accepted.append(conn)
-            conn.close()
-
-    th = threading.Thread(target=serve, daemon=True)
-    th.start()
-    try:
-        audio, _ = meeting(2.0, seed=9)
-        cfg = settings(f"http://127.0.0.1:{port}/v1", max_retries=1)
-        with pytest.raises(OpenAIUnavailableError, match=f"127.0.0.1:{port}") as exc:
-            OpenAITranscriber(cfg).transcribe(audio)
-        assert "cannot reach" in str(exc.value)
-        assert len(accepted) == 2  # the first try and one retry
-    finally:
-        stop.set()
-        th.join(2)
-        listener.close()
+    port, accepted = hangup_server
+    audio, _ = meeting(2.0, seed=9)
+    cfg = settings(f"http://127.0.0.1:{port}/v1", max_retries=1)
+    with pytest.raises(OpenAIUnavailableError, match=f"127.0.0.1:{port}") as exc:
+        OpenAITranscriber(cfg).transcribe(audio)
+    assert "cannot reach" in str(exc.value)
+    assert len(accepted) == 2  # the first try and one retry
 
 
 def test_upload_limit_too_small_for_a_second_is_a_configuration_error():

@@ -500,37 +500,16 @@ def test_missing_key_fails_at_construction(monkeypatch, value):
     assert "local OpenAI-compatible server" in msg and "dummy" in msg
 
 
-def test_connection_failure_after_retries():
+def test_connection_failure_after_retries(hangup_server):
     """A server that accepts and hangs up: the client retries, then a clear error."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.05)
-    port = listener.getsockname()[1]
-    accepted = []
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            accepted.append(conn)
-            conn.close()
-
-    th = threading.Thread(target=serve, daemon=True)
-    th.start()
-    try:
-        chat = OpenAIChat(settings(f"http://127.0.0.1:{port}/v1", max_retries=1))
-        with pytest.raises(OpenAIUnavailableError, match="cannot reach the server") as exc:
-            chat.chat(MESSAGES, 10, on_token=Sink())
-        msg = str(exc.value)
-        assert f"http://127.0.0.1:{port}/v1/chat/completions" in msg
-        assert "running" in msg and "llm.openai.base_url" in msg
-        assert len(accepted) == 2  # the first try and one retry
-    finally:
-        stop.set()
-        th.join(2)
-        listener.close()
+    port, accepted = hangup_server
+    chat = OpenAIChat(settings(f"http://127.0.0.1:{port}/v1", max_retries=1))
+    with pytest.raises(OpenAIUnavailableError, match="cannot reach the server") as exc:
+        chat.chat(MESSAGES, 10, on_token=Sink())
+    msg = str(exc.value)
+    assert f"http://127.0.0.1:{port}/v1/chat/completions" in msg
+    assert "running" in msg and "llm.openai.base_url" in msg
+    assert len(accepted) == 2  # the first try and one retry
 
 
 @pytest.mark.parametrize("stream", [False, True])

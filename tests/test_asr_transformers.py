@@ -138,7 +138,9 @@ def long_audio() -> Audio:
 
 
 def _settings(model: Path | str, **kw) -> ASRSettings:
-    base = dict(backend="transformers", model=str(model), device="cpu", beam_size=1)
+    """The pipeline path (``long_form: pipeline``); test_asr_batched.py tests the other."""
+    base = dict(backend="transformers", model=str(model), device="cpu", beam_size=1,
+                long_form="pipeline")
     return ASRSettings(**{**base, **kw})
 
 
@@ -261,14 +263,6 @@ def test_cuda_float16(tiny_en, long_audio, tmp_path):
 
 
 # --------------------------------------------------------------------------- errors
-
-
-def test_embedded_model_is_refused_clearly(tmp_path):
-    with pytest.raises(ModelNotAvailable) as exc:
-        TransformersTranscriber(_settings("embedded:base"), tmp_path)
-    msg = str(exc.value)
-    assert "embedded:base" in msg and "CTranslate2" in msg
-    assert "openai/whisper-medium.en" in msg and "HF-format" in msg and "faster-whisper" in msg
 
 
 def test_uncached_hub_id_offline_is_a_clear_error(tmp_path, monkeypatch):

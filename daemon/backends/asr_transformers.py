@@ -1,15 +1,19 @@
-"""Whisper through the transformers ASR pipeline: the reference transcriber.
+"""Whisper through transformers: the reference transcriber, and the fast one on a GPU.
 
-``transformers.pipeline("automatic-speech-recognition")`` over a Hugging Face format Whisper
-(default for users: ``openai/whisper-medium.en``), float16 on CUDA and float32 on CPU
-(``compute_type: auto``), chunked long-form decoding (``chunk_length_s`` windows with the
-pipeline's overlap, ``batch_size`` windows per forward pass), word timestamps from the
-cross-attention alignment heads, or segment timestamps when word timestamps are off.
+A Hugging Face format Whisper (default for users: ``openai/whisper-medium.en``), float16 on
+CUDA and float32 on CPU (``compute_type: auto``), decoded long-form in one of two ways
+(``asr.long_form``):
+
+- ``batched`` (default): windows cut at silences, ``batch_size`` windows decoded greedily at
+  once, word times from the alignment heads (``asr_batched.py``);
+- ``pipeline``: ``transformers.pipeline("automatic-speech-recognition")``, chunked with the
+  pipeline's overlap, ``batch_size`` windows per forward pass, beam search as set, word
+  timestamps from the alignment heads or segment timestamps when word timestamps are off.
 
 Models come from a local HF-format folder or a hub id. A hub id is looked for in the local
 Hugging Face cache first, so a cached model loads with no network at all; only a model that
-is not cached is downloaded. The embedded CTranslate2 models (``embedded:*``) are not
-readable here: they belong to the faster-whisper backend.
+is not cached is downloaded. The embedded CTranslate2 models (``embedded:base``,
+``embedded:tiny.en``) are converted once into the cache (``daemon/convert_whisper.py``).
 """
 
 from __future__ import annotations
@@ -360,15 +364,13 @@ class TransformersTranscriber:
         self.cfg = cfg
         model = cfg.model.strip()
         if model.startswith(EMBEDDED_PREFIX):
-            raise ModelNotAvailable(
-                f"asr.model {model!r} is an embedded CTranslate2 model, which only the "
-                "faster-whisper backend can read. For asr.backend: transformers set asr.model to "
-                f"a Hugging Face hub id (e.g. {DEFAULT_MODEL}, downloaded once) or a local "
-                "HF-format Whisper folder; or set asr.backend: faster-whisper"
-            )
+            # The embedded CTranslate2 model, converted once into the cache (no download).
+            from daemon.models import embedded_whisper_hf_dir
+
+            model = str(embedded_whisper_hf_dir(model, cache_dir))
         self.device = pick_device(cfg.device)
         self.dtype_name = resolve_dtype(cfg.compute_type, self.device)
-        self.model_ref = model
+        self.model_ref = cfg.model.strip()
         # Where hub models are cached (None: the library's default, HF_HOME).
         self.hub_cache = (
             Path(os.path.expandvars(str(cfg.cache_dir))).expanduser() if cfg.cache_dir else None
@@ -405,6 +407,14 @@ class TransformersTranscriber:
         if tok.pad_token_id is None:  # batching pads the decoder outputs
             tok.pad_token = tok.eos_token
         self._prompt_ids = self._make_prompt_ids(cfg.initial_prompt)
+        self.batched = None
+        if cfg.long_form == "batched":
+            from daemon.backends.asr_batched import BatchedWhisper
+
+            dtw = _dtw_numba() or _transformers_dtw()
+            self.batched = BatchedWhisper(
+                self.pipe.model, self.pipe.tokenizer, self.pipe.feature_extractor, dtw
+            )
 
     # ------------------------------------------------------------------ loading
 
@@ -528,6 +538,10 @@ class TransformersTranscriber:
         if language is None and self.multilingual:
             language = self._detect_language(samples)
 
+        if self.batched is not None:
+            segments = self._transcribe_batched(samples, language, total, progress)
+            return Transcript(segments=segments, language=language)
+
         window_s, step_s = _chunk_layout(self.cfg.chunk_length_s)
         done = 0
 
@@ -557,3 +571,37 @@ class TransformersTranscriber:
         if progress:
             progress("transcribe", total, total)
         return Transcript(segments=segments, language=language)
+
+    def _transcribe_batched(
+        self, samples: np.ndarray, language: str | None, total: float, progress: Progress | None
+    ) -> list[Segment]:
+        """``asr.long_form: batched``: windows cut at silences, decoded batch_size at a time."""
+        from daemon.backends.asr_batched import silence_windows
+
+        assert self.batched is not None
+        rate = self.pipe.feature_extractor.sampling_rate
+        windows = silence_windows(samples, rate, max_s=min(30.0, self.cfg.chunk_length_s))
+        prompt = None
+        if self._prompt_ids is not None:
+            prompt = [int(t) for t in self._prompt_ids.tolist()]
+        words: list[Word] = []
+        size = self.cfg.batch_size
+        for i in range(0, len(windows), size):
+            batch = windows[i : i + size]
+            chunks = [samples[a:b] for a, b in batch]
+            found_words = self.batched.transcribe_batch(chunks, language, prompt)
+            for (a, _), found in zip(batch, found_words, strict=True):
+                t0 = a / rate
+                words.extend(Word(t0 + w.start, t0 + w.end, w.text) for w in found)
+            if progress:
+                progress("transcribe", min(total, batch[-1][1] / rate), total)
+        if progress:
+            progress("transcribe", total, total)
+        chunks = [{"text": w.text, "timestamp": (w.start, w.end)} for w in words]
+        return group_words(words_from_chunks(chunks, total))
+
+
+def _transformers_dtw():
+    from transformers.models.whisper.generation_whisper import _dynamic_time_warping
+
+    return _dynamic_time_warping

@@ -341,7 +341,17 @@ def forced_transcriber(cfg: Any, cache: Path, tokens: int) -> Any:
             kwargs.update(min_new_tokens=tokens, max_new_tokens=tokens)
             return kwargs
 
-    return ForcedTokens(cfg, cache)
+    tr = ForcedTokens(cfg, cache)
+    from daemon.backends.asr_batched import BatchedWhisper
+    from daemon.backends.asr_transformers import _dtw_numba, _transformers_dtw
+
+    # Both long-form paths stay available on the one loaded model.
+    tr.batched_path = BatchedWhisper(
+        tr.pipe.model, tr.pipe.tokenizer, tr.pipe.feature_extractor,
+        _dtw_numba() or _transformers_dtw(),
+    )
+    tr.batched_path.min_new_tokens = tr.batched_path.max_new_tokens = tokens
+    return tr
 
 
 def clip(audio: np.ndarray, seconds: float) -> np.ndarray:
@@ -356,16 +366,22 @@ def stage_diarize(
     from daemon.settings import DiarizationSettings
 
     out: dict[str, Any] = {}
-    variants = [
-        ("fast" if on_cuda else "straightforward", "cuda" if on_cuda else "cpu", len(audio) / SR)
-    ]
-    if on_cuda and args.diar_cpu_clip_s > 0:
-        variants.insert(0, ("straightforward", "cpu", args.diar_cpu_clip_s))
-    for variant, device, seconds in variants:
+    hour = len(audio) / SR
+    # (variant, device, clustering, seconds): on CUDA senko's own clustering (UMAP+HDBSCAN on
+    # the CPU past 20 min) is the straightforward row, torch spectral on the GPU the fast one.
+    variants = [("straightforward", "cpu", "spectral", hour)]
+    if on_cuda:
+        variants = [("straightforward", "cuda", "senko", hour), ("fast", "cuda", "spectral", hour)]
+        if args.diar_cpu_clip_s > 0:
+            variants.insert(0, ("straightforward", "cpu", "senko", args.diar_cpu_clip_s))
+    for variant, device, clustering, seconds in variants:
+        what = f"senko {device}, {clustering} clustering"
         try:
             t0 = time.perf_counter()
-            diar = SenkoDiarizer(DiarizationSettings(backend="senko", device=device))
-            if len(audio) / SR > 20 * 60 and seconds > 20 * 60:
+            diar = SenkoDiarizer(
+                DiarizationSettings(backend="senko", device=device, senko_clustering=clustering)
+            )
+            if diar.clustering == "senko" and len(audio) / SR > 20 * 60 and seconds > 20 * 60:
                 # Meetings over 20 min cluster with UMAP+HDBSCAN, whose numba code compiles on
                 # first use: the daemon pays it once per process, so warm it up like senko's
                 # own warmup=True does.
@@ -385,7 +401,7 @@ def stage_diarize(
                 Row(
                     "diarize",
                     variant,
-                    f"senko {device}",
+                    what,
                     len(x) / SR,
                     dt,
                     peak_mib=mem.mib,
@@ -394,19 +410,22 @@ def stage_diarize(
                 )
             )
             out[variant] = diar if variant == "fast" or not on_cuda else None
+            if on_cuda:
+                rep.info.setdefault("diarize_speakers", {})[clustering] = len(res.speakers)
         except Exception as exc:
-            rep.add(Row("diarize", variant, f"senko {device}", note=f"not run: {_err(exc)}"))
+            rep.add(Row("diarize", variant, what, note=f"not run: {_err(exc)}"))
     return out
 
 
-def parse_asr_runs(spec: list[str]) -> list[tuple[int, bool, int]]:
-    """``BATCH:word|segment:WINDOWS`` (WINDOWS 0: the whole recording) -> runs."""
+def parse_asr_runs(spec: list[str]) -> list[tuple[int, str, int]]:
+    """``BATCH:MODE:WINDOWS`` (MODE word, segment: the pipeline with word or segment
+    timestamps; batched: ``asr.long_form: batched``; WINDOWS 0: the whole recording) -> runs."""
     runs = []
     for item in spec:
         batch, mode, windows = item.split(":")
-        if mode not in ("word", "segment"):
-            raise ValueError(f"--asr-runs {item!r}: mode must be word or segment")
-        runs.append((int(batch), mode == "word", int(windows)))
+        if mode not in ("word", "segment", "batched"):
+            raise ValueError(f"--asr-runs {item!r}: mode must be word, segment or batched")
+        runs.append((int(batch), mode, int(windows)))
     return runs
 
 
@@ -444,19 +463,30 @@ def stage_asr_dummy(
         rep.info["asr_weights_mib"] = round((allocated_mib() or 0.0) - before)
     rep.info["asr_fast_dtw"] = getattr(tr, "fast_dtw", None)
     tr.transcribe(Audio(clip(audio, 25)))  # warm-up: kernels, allocator
-    for batch, word, windows in parse_asr_runs(args.asr_runs):
+    tr.batched = tr.batched_path
+    tr.transcribe(Audio(clip(audio, 60)))  # and the batched path's
+    tr.batched = None
+    for batch, mode, windows in parse_asr_runs(args.asr_runs):
         x = clip(audio, window_clip_s(windows)) if windows else audio
         tr.cfg.batch_size = batch
-        tr.word_timestamps = word
-        variant = "straightforward" if batch == 1 else "fast"
+        tr.word_timestamps = mode != "segment"
+        tr.batched = tr.batched_path if mode == "batched" else None
+        variant = "straightforward" if batch == 1 and mode != "batched" else "fast"
+        fp = f"fp{16 if on_cuda else 32}"
         what = (
-            f"transformers fp{16 if on_cuda else 32}, batch {batch}, "
-            f"{'word' if word else 'segment'} timestamps"
+            f"batched at silences, {fp}, batch {batch}, word times"
+            if mode == "batched"
+            else f"pipeline {fp}, batch {batch}, {mode} timestamps"
         )
         try:
             with Peak(on_cuda) as mem:
                 res, dt = timed(tr.transcribe, Audio(x))
-            n_win = asr_windows(len(x) / SR, cfg.chunk_length_s)
+            if mode == "batched":
+                from daemon.backends.asr_batched import silence_windows
+
+                n_win = len(silence_windows(x))
+            else:
+                n_win = asr_windows(len(x) / SR, cfg.chunk_length_s)
             tokens = n_win * args.asr_tokens
             words = sum(len(s.words) or len(s.text.split()) for s in res.segments)
             rep.add(
@@ -480,6 +510,7 @@ def stage_asr_dummy(
 
             torch.cuda.empty_cache()
     tr.word_timestamps = True
+    tr.batched = None
     if args.profile_dir and on_cuda:
         profile_asr(tr, audio, Path(args.profile_dir))
     rep.info["asr_model"] = tr  # kept loaded, as in the daemon
@@ -541,30 +572,35 @@ def profile_llm_step(chat: Any, prompt: Any, out: Path) -> None:
 def stage_asr_embedded(
     rep: Report, audio: np.ndarray, args: argparse.Namespace, cache: Path
 ) -> None:
+    """The shipped faster-whisper path, then the transformers backend's batched path on the
+    same embedded model (converted once to HF format; fp32, greedy)."""
     from daemon.audio import Audio
     from daemon.backends.asr_faster_whisper import FasterWhisperTranscriber
+    from daemon.backends.asr_transformers import TransformersTranscriber
     from daemon.settings import ASRSettings
 
-    cfg = ASRSettings(model=args.asr_model, device="cpu")
-    t0 = time.perf_counter()
-    tr = FasterWhisperTranscriber(cfg, cache)
-    load_s = time.perf_counter() - t0
-    tr.transcribe(Audio(clip(audio, 10)))
-    with Peak(False) as mem:
-        res, dt = timed(tr.transcribe, Audio(audio))
-    words = sum(len(s.words) for s in res.segments)
-    rep.add(
-        Row(
-            "transcribe",
-            "straightforward",
-            f"faster-whisper {args.asr_model} int8, beam {cfg.beam_size}",
-            len(audio) / SR,
-            dt,
-            peak_mib=mem.mib,
-            note=f"{words} words; load {load_s:.1f} s",
-        )
-    )
-    rep.info["transcript_words"] = words
+    runs = [
+        ("straightforward", f"faster-whisper {args.asr_model} int8, beam 5",
+         lambda: FasterWhisperTranscriber(ASRSettings(model=args.asr_model, device="cpu"), cache)),
+        ("fast", f"transformers batched {args.asr_model} fp32, batch 8",
+         lambda: TransformersTranscriber(ASRSettings(
+             backend="transformers", model=args.asr_model, device="cpu", batch_size=8), cache)),
+    ]
+    for variant, what, build in runs:
+        try:
+            t0 = time.perf_counter()
+            tr = build()
+            load_s = time.perf_counter() - t0
+            tr.transcribe(Audio(clip(audio, 10)))
+            with Peak(False) as mem:
+                res, dt = timed(tr.transcribe, Audio(audio))
+            words = sum(len(s.words) for s in res.segments)
+            rep.add(Row("transcribe", variant, what, len(audio) / SR, dt, peak_mib=mem.mib,
+                        note=f"{words} words; load {load_s:.1f} s"))
+            rep.info.setdefault("transcript_words", words)
+            del tr
+        except Exception as exc:
+            rep.add(Row("transcribe", variant, what, note=f"not run: {_err(exc)}"))
 
 
 def stage_llm(
@@ -822,9 +858,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--asr-runs",
         nargs="+",
-        default=["1:word:2", "16:word:16", "64:word:64", "64:segment:64"],
-        help="BATCH:word|segment:WINDOWS runs (WINDOWS 0: the whole audio); batch 1 "
-        "is the straightforward row; rates scale to the hour",
+        default=["1:word:2", "64:segment:64", "16:batched:0", "64:batched:0"],
+        help="BATCH:word|segment|batched:WINDOWS runs (WINDOWS 0: the whole audio); "
+        "pipeline batch 1 is the straightforward row; rates scale to the hour",
     )
     ap.add_argument("--asr-model", default="embedded:base", help="--embedded: the ASR model")
     ap.add_argument(

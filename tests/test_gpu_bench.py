@@ -182,6 +182,7 @@ def test_bench_smoke_on_cpu(tmp_path):
             "--asr-runs",
             "1:word:1",
             "2:segment:2",
+            "2:batched:0",
             "--asr-tokens",
             "4",
             "--prompt-tokens",
@@ -205,8 +206,9 @@ def test_bench_smoke_on_cpu(tmp_path):
     data = json.loads(out_json.read_text())
     rows = {(r["stage"], r["variant"], r["what"].split(",")[0]): r for r in data["rows"]}
     for key in [
-        ("transcribe", "straightforward", "transformers fp32"),
-        ("transcribe", "fast", "transformers fp32"),
+        ("transcribe", "straightforward", "pipeline fp32"),
+        ("transcribe", "fast", "pipeline fp32"),
+        ("transcribe", "fast", "batched at silences"),
         ("llm", "straightforward", "model.generate (dynamic cache)"),
         ("llm", "fast", "static KV cache"),
         ("total", "straightforward", "for 1 min of audio"),

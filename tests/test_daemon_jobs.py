@@ -32,6 +32,21 @@ def test_wal_and_steps(tmp_path):
     assert (j.state, j.step, j.next_step, j.attempts) == ("queued", "received", "transcribed", 0)
 
 
+def test_reader_of_a_store_killed_before_its_schema_sees_no_jobs(tmp_path):
+    """kill -9 between creating the file and writing the schema: status reads it as empty,
+    and the next daemon start writes the schema into the same file."""
+    path = tmp_path / DB_NAME
+    sqlite3.connect(path).execute("PRAGMA journal_mode=WAL").fetchall()  # file, no tables
+    reader = JobStore(path, readonly=True)
+    assert reader.jobs() == []
+    reader.close()
+    JobStore(path).close()
+    tables = {r[0] for r in sqlite3.connect(path).execute(
+        "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"jobs", "events"} <= tables
+    assert JobStore(path, readonly=True).jobs() == []
+
+
 def test_queue_is_ordered_and_survives_reopen(tmp_path):
     s = store(tmp_path)
     for n in (3, 1, 2):

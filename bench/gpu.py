@@ -341,16 +341,11 @@ def forced_transcriber(cfg: Any, cache: Path, tokens: int) -> Any:
             kwargs.update(min_new_tokens=tokens, max_new_tokens=tokens)
             return kwargs
 
-    tr = ForcedTokens(cfg, cache)
-    from daemon.backends.asr_batched import BatchedWhisper
-    from daemon.backends.asr_transformers import _dtw_numba, _transformers_dtw
-
-    # Both long-form paths stay available on the one loaded model.
-    tr.batched_path = BatchedWhisper(
-        tr.pipe.model, tr.pipe.tokenizer, tr.pipe.feature_extractor,
-        _dtw_numba() or _transformers_dtw(),
-    )
+    tr = ForcedTokens(cfg.model_copy(update={"long_form": "batched"}), cache)
+    # Both long-form paths on the one loaded model: runs switch tr.batched on and off.
+    tr.batched_path = tr.batched
     tr.batched_path.min_new_tokens = tr.batched_path.max_new_tokens = tokens
+    tr.batched = None  # the pipeline path until a run asks for the batched one
     return tr
 
 

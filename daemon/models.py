@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,11 +124,8 @@ def resolve_ct2_whisper(model: str, cache_dir: Path) -> str:
     return model
 
 
-WHISPER_HF_MARKER = "minutesd-conversion.json"
-
-
 def _whisper_hf_complete(folder: Path, source: Path) -> bool:
-    marker = folder / WHISPER_HF_MARKER
+    marker = folder / CONVERSION_MARKER
     if not (marker.is_file() and any(folder.glob("*.safetensors"))):
         return False
     try:
@@ -140,41 +138,55 @@ def _whisper_hf_complete(folder: Path, source: Path) -> bool:
 def embedded_whisper_hf_dir(name: str, cache_dir: Path) -> Path:
     """Hugging Face format copy of the embedded Whisper ``name`` (``embedded:...``), for the
     transformers backend: converted once from the CTranslate2 model into
-    ``<cache_dir>/models/whisper-<name>-hf`` (float16), through a temporary folder renamed at
-    the end so an interrupted conversion never looks complete. No download."""
+    ``<cache_dir>/models/whisper-<name>-hf`` (float16), see :func:`_convert_once`. No
+    download."""
     from daemon.convert_whisper import convert_ct2_whisper
 
     key = name[len(EMBEDDED_PREFIX):] if is_embedded(name) else name
     source = embedded_whisper_dir(key, cache_dir)
-    models_dir = cache_dir / "models"
-    target = models_dir / f"whisper-{key}-hf"
-    if _whisper_hf_complete(target, source):
+
+    def convert(tmp: Path) -> None:
+        info = convert_ct2_whisper(source, tmp)
+        info["model_bin_bytes"] = (source / "model.bin").stat().st_size
+        (tmp / CONVERSION_MARKER).write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+    return _convert_once(cache_dir / "models" / f"whisper-{key}-hf",
+                         lambda folder: _whisper_hf_complete(folder, source), convert,
+                         f"embedded Whisper {key} to Hugging Face format")
+
+
+def _convert_once(target: Path, complete: Callable[[Path], bool],
+                  convert: Callable[[Path], None], what: str) -> Path:
+    """``target``, made by ``convert`` unless ``complete`` says it is already there.
+
+    ``convert`` writes into a fresh temporary folder beside ``target`` that is renamed into
+    place at the end, so an interrupted conversion never leaves a folder that looks complete;
+    temporaries left by dead processes are removed; when two processes convert at once, the
+    first complete folder wins.
+    """
+    if complete(target):
         return target
+    models_dir = target.parent
     models_dir.mkdir(parents=True, exist_ok=True)
-    prefix = f".whisper-{key}-hf.tmp-"
+    prefix = f".{target.name}.tmp-"
     _remove_stale_tmp(models_dir, prefix)
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=models_dir)) / "ckpt"
     t0 = time.perf_counter()
-    log.info("converting embedded Whisper to Hugging Face format (once)", model=key,
-             dest=str(target))
+    log.info(f"converting {what} (once)", dest=str(target))
     try:
-        info = convert_ct2_whisper(source, tmp)
-        info["model_bin_bytes"] = (source / "model.bin").stat().st_size
-        info["seconds"] = round(time.perf_counter() - t0, 1)
-        (tmp / WHISPER_HF_MARKER).write_text(json.dumps(info, indent=2), encoding="utf-8")
-        if _whisper_hf_complete(target, source):  # another process finished first
+        convert(tmp)
+        if complete(target):  # another process finished first
             return target
-        if target.exists():
+        if target.exists():  # an incomplete or outdated folder: replace it
             shutil.rmtree(target)
         try:
             os.replace(tmp, target)
         except OSError:
-            if not _whisper_hf_complete(target, source):
+            if not complete(target):  # lost a race to a complete folder?
                 raise
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
-    log.info("embedded Whisper ready for transformers", model=key, dest=str(target),
-             seconds=round(time.perf_counter() - t0, 1))
+    log.info(f"{what}: ready", dest=str(target), seconds=round(time.perf_counter() - t0, 1))
     return target
 
 
@@ -403,35 +415,17 @@ def embedded_llm_dir(name: str, cache_dir: Path) -> Path:
             f"unknown embedded chat model 'embedded:{key}'; embedded chat models: "
             + ", ".join(EMBEDDED_PREFIX + n for n in EMBEDDED_LLMS)
         )
-    models_dir = cache_dir / "models"
-    target = models_dir / spec.hf_dir
+    target = cache_dir / "models" / spec.hf_dir
     if _checkpoint_complete(target, spec):
         return target
     gguf = _verified_gguf(spec, cache_dir)
-    models_dir.mkdir(parents=True, exist_ok=True)
-    tmp_prefix = f".{spec.hf_dir}.tmp-"
-    _remove_stale_tmp(models_dir, tmp_prefix)
-    tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix, dir=models_dir)) / "ckpt"
-    t0 = time.perf_counter()
-    log.info("converting embedded chat model to a local checkpoint (once)", model=spec.name,
-             gguf=str(gguf), dest=str(target))
-    try:
-        convert_gguf_to_hf(gguf, tmp, retie_embeddings=spec.retie_embeddings,
-                           gguf_sha256=spec.sha256)
-        if _checkpoint_complete(target, spec):  # another process finished first
-            return target
-        if target.exists():  # an incomplete or outdated folder: replace it
-            shutil.rmtree(target)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not _checkpoint_complete(target, spec):  # lost a race to a complete folder?
-                raise
-    finally:
-        shutil.rmtree(tmp.parent, ignore_errors=True)
-    log.info("embedded chat model ready", model=spec.name, dest=str(target),
-             seconds=round(time.perf_counter() - t0, 1))
-    return target
+    return _convert_once(
+        target,
+        lambda folder: _checkpoint_complete(folder, spec),
+        lambda tmp: convert_gguf_to_hf(gguf, tmp, retie_embeddings=spec.retie_embeddings,
+                                       gguf_sha256=spec.sha256),
+        f"embedded chat model {spec.name} to a local checkpoint",
+    )
 
 
 def resolve_llm(model: str, cache_dir: Path) -> str:

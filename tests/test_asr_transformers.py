@@ -14,7 +14,6 @@ downloaded model would be. Random weights give gibberish text: the tests check t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -48,30 +47,17 @@ pytestmark = pytest.mark.filterwarnings("ignore:std\\(\\):UserWarning")
 
 def _build_tiny_whisper(out: Path, tokenizer_json: Path, multilingual: bool) -> Path:
     from transformers import (
-        AddedToken,
         GenerationConfig,
         WhisperConfig,
         WhisperFeatureExtractor,
         WhisperForConditionalGeneration,
-        WhisperTokenizerFast,
     )
 
-    added = json.loads(tokenizer_json.read_text(encoding="utf-8"))["added_tokens"]
-    specials = [t["content"] for t in sorted(added, key=lambda t: t["id"])]
-    # <|endoftext|> … <|notimestamps|> are in the file; the tokenizer must also know them
-    # as special (the pipeline skips special ids and reads language tokens from them).
-    tok = WhisperTokenizerFast(
-        tokenizer_file=str(tokenizer_json),
-        additional_special_tokens=specials[1:],
-        pad_token="<|endoftext|>",
-    )
-    # The 1501 timestamp tokens <|0.00|> … <|30.00|> follow <|notimestamps|>, as on the hub.
-    tok.add_tokens([
-        AddedToken(f"<|{i * 0.02:.2f}|>", lstrip=False, rstrip=False, normalized=False,
-                   special=False)
-        for i in range(1501)
-    ])
-    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    from daemon.convert_whisper import whisper_tokenizer
+
+    # The special and timestamp tokens as on the hub (shared with the CTranslate2 converter).
+    tok = whisper_tokenizer(tokenizer_json)
+    ids = tok.get_vocab()
     eot, sot = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
     no_ts = ids["<|notimestamps|>"]
     assert tok.convert_tokens_to_ids("<|0.00|>") == no_ts + 1

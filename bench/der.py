@@ -66,7 +66,7 @@ def find_files(eval_dir: Path, extra: list[Path]) -> list[tuple[str, Path, Path]
 
 
 def build(backend: str, pipeline: str, num_speakers: int | None):
-    from daemon.pipeline import build_diarizer
+    from daemon.registry import build_diarizer
     from daemon.settings import DiarizationSettings, PyannoteSettings
 
     cfg = DiarizationSettings(

@@ -698,7 +698,7 @@ def stage_llm(
         same = int((a[:k] == b[:k]).cumprod(0).sum())
         rep.info["llm_same_prefix_tokens"] = f"{same} of {k}"
     try:  # the daemon's own path: chat() with streaming, through the decoder it is set to use
-        from daemon.pipeline import ChatMessage
+        from daemon.types import ChatMessage
 
         pieces: list[str] = []
         text = chat.chat([ChatMessage("user", "Name three colours.")], 16, on_token=pieces.append)

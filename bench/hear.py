@@ -84,8 +84,10 @@ def main() -> int:
     lock_down()
     from daemon.audio import decode_audio
     from daemon.logs import configure_logging
-    from daemon.pipeline import Hearer, StageTimes
+    from daemon.pipeline import Hearer, Processor, roster_prompt
+    from daemon.registry import build_hearer, build_writer
     from daemon.settings import load_settings
+    from daemon.types import StageTimes
 
     configure_logging("warning")
     settings = load_settings(args.config)
@@ -112,16 +114,15 @@ def main() -> int:
     rows = []
     with RSSPeak() as mem:
         t0 = time.perf_counter()
-        hearer = Hearer(settings)
+        settings.asr.initial_prompt = roster_prompt(settings)
+        hearer = build_hearer(settings)
         load_s = time.perf_counter() - t0
     rows.append(("(all)", "model load: ASR + diarizer", load_s, None, mem.peak))
     processor = None
     if args.minutes:
-        from daemon.pipeline import Processor
-
         with RSSPeak() as mem:
             t0 = time.perf_counter()
-            processor = Processor(settings, hearer=hearer)
+            processor = Processor(settings, hearer, build_writer(settings))
             rows.append(("(all)", "model load: LLM", time.perf_counter() - t0, None, mem.peak))
     for f in files:
         name = f.parent.name if f.name == "meeting.mp3" else f.name

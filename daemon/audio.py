@@ -7,17 +7,18 @@ cause in words a user can act on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from daemon.errors import PermanentError
+from daemon.types import SAMPLE_RATE, Audio
+
 # Shorter than this is not a meeting; it is almost always a broken or empty file.
 MIN_DURATION_S = 0.1
 
 
-class AudioDecodeError(Exception):
+class AudioDecodeError(PermanentError):
     """A recording could not be decoded. ``path`` and ``cause`` are kept for error reports."""
 
     def __init__(self, path: str | Path, cause: str):
@@ -26,22 +27,7 @@ class AudioDecodeError(Exception):
         super().__init__(f"cannot decode {self.path}: {cause}")
 
 
-@dataclass(frozen=True)
-class Audio:
-    """Decoded audio: mono float32 samples in [-1, 1] at ``sample_rate``."""
-
-    samples: np.ndarray
-    sample_rate: int = SAMPLE_RATE
-    source: str = ""
-
-    @property
-    def duration_s(self) -> float:
-        return len(self.samples) / float(self.sample_rate)
-
-    def slice(self, start_s: float, end_s: float) -> np.ndarray:
-        a = max(0, int(round(start_s * self.sample_rate)))
-        b = min(len(self.samples), int(round(end_s * self.sample_rate)))
-        return self.samples[a:b]
+__all__ = ["SAMPLE_RATE", "Audio", "AudioDecodeError", "decode_audio"]
 
 
 def decode_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> Audio:

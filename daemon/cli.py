@@ -1,4 +1,10 @@
-"""The ``minutesd`` command line. Imports stay light here; backends load their own stacks."""
+"""The ``minutesd`` command line. It starts fast: minutesd's own modules are light, and the
+backends import their heavy stacks (torch, transformers, pyannote...) only when built.
+
+Exit statuses (:mod:`daemon.errors`): 0 done; 1 needs you (the message says the fix) or an
+unexpected error; 2 invalid settings or arguments; 65 this recording cannot be processed as
+it is (undecodable, no valid minutes); 75 a service did not answer (try again later).
+"""
 
 from __future__ import annotations
 
@@ -8,46 +14,21 @@ import sys
 import time
 from pathlib import Path
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BAD_INPUT = 0, 1, 2, 65
+import yaml
 
-
-class ProgressReporter:
-    """Progress on stderr: a log line per stage at most every ``every_s`` seconds."""
-
-    def __init__(self, log, every_s: float = 2.0):
-        self.log = log
-        self.every_s = every_s
-        self._last: dict[str, float] = {}
-        self._started = time.monotonic()
-
-    def __call__(self, stage: str, done_s: float, total_s: float) -> None:
-        now = time.monotonic()
-        finished = total_s > 0 and done_s >= total_s
-        if not finished and now - self._last.get(stage, 0.0) < self.every_s:
-            return
-        self._last[stage] = now
-        pct = 100.0 * done_s / total_s if total_s > 0 else 100.0
-        self.log.info(
-            "progress", stage=stage, percent=round(pct, 1), audio_s=round(done_s, 1),
-            total_s=round(total_s, 1), elapsed_s=round(now - self._started, 1),
-        )
-
-
-class TokenProgress:
-    """Streaming LLM tokens → a progress line every ``every_s`` seconds (count and tok/s)."""
-
-    def __init__(self, log, every_s: float = 5.0):
-        self.log, self.every_s = log, every_s
-        self.pieces = 0
-        self._t0 = self._last = time.monotonic()
-
-    def __call__(self, piece: str) -> None:
-        self.pieces += 1
-        now = time.monotonic()
-        if now - self._last >= self.every_s:
-            self._last = now
-            self.log.info("progress", stage="minutes", pieces=self.pieces,
-                          per_s=round(self.pieces / (now - self._t0), 1))
+from daemon import errors
+from daemon.doctor import doctor
+from daemon.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK, EXIT_USAGE
+from daemon.logs import configure_logging, get_logger
+from daemon.output import write_minutes, write_transcript
+from daemon.privacy import lock_down
+from daemon.progress import ProgressReporter, TokenProgress
+from daemon.registry import build_hearer, standard_processor
+from daemon.report import search, status
+from daemon.service.lifecycle import Service
+from daemon.service.queue import DB_NAME, JobStore
+from daemon.settings import SettingsError, load_settings
+from integrations.google_auth import AuthProblem, authorize
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -127,25 +108,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args):
-    from daemon.logs import configure_logging
-    from daemon.settings import SettingsError, load_settings
-
     try:
         settings = load_settings(args.config)
     except SettingsError as exc:
         configure_logging("info", getattr(args, "json_logs", False))
         print(f"minutesd: {exc}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+        sys.exit(exc.exit_code or EXIT_USAGE)
     level = "debug" if args.verbose else settings.logging.level
     configure_logging(level, args.json_logs or settings.logging.json_lines)
     return settings
 
 
-def cmd_transcribe(args) -> int:
-    from daemon.audio import AudioDecodeError
-    from daemon.logs import get_logger
-    from daemon.models import ModelNotAvailable
+def _failed(log, what: str, exc: BaseException, verbose: bool) -> int:
+    """A command's model or stage failed: say why in words (never a traceback unless -v),
+    and exit by what kind of failure it was."""
+    code = errors.exit_code(exc)
+    if code == EXIT_BAD_INPUT and getattr(exc, "cause", None) is not None:
+        log.error("bad input", cause=exc.cause, path=exc.path)  # type: ignore[attr-defined]
+    else:
+        log.error(what, error=errors.describe(exc), kind=type(exc).__name__,
+                  handling=errors.handling_of(exc).value, exc_info=verbose)
+    return code
 
+
+def cmd_transcribe(args) -> int:
     settings = _load(args)
     if args.asr_backend:
         settings.asr.backend = args.asr_backend
@@ -161,28 +147,16 @@ def cmd_transcribe(args) -> int:
     if not Path(args.file).exists():
         log.error("input not found", path=args.file)
         return EXIT_BAD_INPUT
-
-    from daemon.output import write_transcript
-    from daemon.pipeline import Hearer
-
     t0 = time.perf_counter()
     try:
         log.info("loading models", asr=settings.asr.backend, asr_model=settings.asr.model,
                  diarizer=settings.diarization.backend)
-        hearer = Hearer(settings)
+        hearer = build_hearer(settings)
         load_s = time.perf_counter() - t0
         log.info("models ready", seconds=round(load_s, 2))
         result = hearer.hear(args.file, progress=ProgressReporter(log))
-    except AudioDecodeError as exc:
-        log.error("bad input", cause=exc.cause, path=exc.path)
-        return EXIT_BAD_INPUT
-    except ModelNotAvailable as exc:
-        log.error("model not available", error=str(exc))
-        return EXIT_ERROR
-    except Exception as exc:  # a backend failed (auth, network, model load): say what, not a trace
-        log.error("transcription failed", error=str(exc), kind=type(exc).__name__,
-                  exc_info=args.verbose)
-        return EXIT_ERROR
+    except Exception as exc:  # a backend failed (auth, network, model load): say what
+        return _failed(log, "transcription failed", exc, args.verbose)
     json_path, md_path = write_transcript(result.transcript, Path(args.out))
     tr = result.transcript
     log.info(
@@ -194,11 +168,6 @@ def cmd_transcribe(args) -> int:
 
 
 def cmd_process(args) -> int:
-    from daemon.audio import AudioDecodeError
-    from daemon.logs import get_logger
-    from daemon.minutes import MinutesError
-    from daemon.models import ModelNotAvailable
-
     settings = _load(args)
     if args.llm_backend:
         settings.llm.backend = args.llm_backend
@@ -212,32 +181,20 @@ def cmd_process(args) -> int:
     if not Path(args.file).exists():
         log.error("input not found", path=args.file)
         return EXIT_BAD_INPUT
-
-    from daemon.output import write_minutes, write_transcript
-    from daemon.pipeline import Processor
-
     t0 = time.perf_counter()
     try:
         log.info("loading models", asr=settings.asr.model, diarizer=settings.diarization.backend,
                  llm=f"{settings.llm.backend}:{settings.llm.model}")
-        proc = Processor(settings, on_token=TokenProgress(log) if settings.llm.stream else None,
-                         log=log)
+        proc = standard_processor(settings, log=log,
+                                  on_token=TokenProgress(log) if settings.llm.stream else None)
         log.info("models ready", seconds=round(time.perf_counter() - t0, 2))
         result = proc.process(args.file, progress=ProgressReporter(log))
-    except AudioDecodeError as exc:
-        log.error("bad input", cause=exc.cause, path=exc.path)
-        return EXIT_BAD_INPUT
-    except (ModelNotAvailable, MinutesError) as exc:
-        log.error("minutes failed", error=str(exc))
-        return EXIT_ERROR
     except Exception as exc:
-        log.error("processing failed", error=str(exc), kind=type(exc).__name__,
-                  exc_info=args.verbose)
-        return EXIT_ERROR
+        return _failed(log, "processing failed", exc, args.verbose)
     out = Path(args.out)
     write_transcript(result.hear.transcript, out)
     write_minutes(result.minutes, out, result.facts.time)
-    st = proc.writer.stats if hasattr(proc.writer, "stats") else None
+    st = getattr(proc.writer, "stats", None)
     log.info(
         "minutes written", out=str(out), title=result.minutes.title,
         attendees=result.minutes.attendees, action_items=len(result.minutes.action_items),
@@ -249,8 +206,6 @@ def cmd_process(args) -> int:
 
 
 def cmd_settings(args) -> int:
-    import yaml
-
     settings = _load(args)
     print(f"# from {settings.source}")
     print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), end="")
@@ -264,14 +219,10 @@ def cmd_run(args) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     settings = _load(args)
-    from daemon.service import Service
-
     return Service(settings).run()
 
 
 def cmd_search(args) -> int:
-    from daemon.report import search
-
     # `minutesd search "login crash"` arrives as one argument with a space: a phrase.
     words = args.query if args.raw else [
         f'"{a}"' if " " in a.strip() and '"' not in a else a for a in args.query]
@@ -280,8 +231,6 @@ def cmd_search(args) -> int:
 
 def cmd_auth(args) -> int:
     settings = _load(args)
-    from integrations.google_auth import AuthProblem, authorize
-
     if settings.archive.drive.auth != "oauth":
         print("minutesd: archive.drive.auth is service_account: nothing to authorise "
               "(the key file is the credential)", file=sys.stderr)
@@ -301,8 +250,6 @@ def cmd_auth(args) -> int:
 
 def cmd_drive(args) -> int:
     settings = _load(args)
-    from daemon.jobs import DB_NAME, JobStore
-
     db = settings.daemon.resolved_state_dir() / DB_NAME
     if not db.exists():
         print(f"minutesd: no job queue at {db}", file=sys.stderr)
@@ -321,20 +268,14 @@ def cmd_drive(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from daemon.report import status
-
     return status(_load(args), args.json)
 
 
 def cmd_doctor(args) -> int:
-    from daemon.doctor import doctor
-
     return doctor(_load(args), args.json)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from daemon.privacy import lock_down
-
     lock_down()
     args = build_parser().parse_args(argv)
     handler = {"transcribe": cmd_transcribe, "process": cmd_process,

@@ -22,10 +22,12 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from daemon.errors import ModelNotAvailable
+
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 
 
-class CT2FormatError(ValueError):
+class CT2FormatError(ModelNotAvailable, ValueError):
     """The file is not a CTranslate2 Whisper model this converter can read."""
 
 

@@ -17,7 +17,15 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from daemon import models as M
+from daemon.archive.local import INDEX_NAME, LocalArchive
+from daemon.files import free_mb
+from daemon.registry import build_archive
+from daemon.service.layout import LayoutError, check_layout, daemon_folders
+from daemon.service.queue import DB_NAME, JobStore
 from daemon.settings import Settings
+from daemon.torchutil import gpu_info
+from integrations.google_auth import token_report
 
 NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "afs", "ceph",
               "glusterfs", "fuse.rclone", "davfs", "fuse.davfs2", "virtiofs"}
@@ -62,9 +70,6 @@ def _nearest_existing(p: Path) -> Path:
 
 
 def check_folders(settings: Settings) -> list[Check]:
-    from daemon.files import free_mb
-    from daemon.service import LayoutError, check_layout, daemon_folders
-
     out: list[Check] = []
     d = settings.daemon
     folders = daemon_folders(settings)
@@ -154,9 +159,6 @@ def _user() -> str:
 
 
 def check_state(settings: Settings) -> list[Check]:
-    from daemon.archive import INDEX_NAME, LocalArchive, build_archive
-    from daemon.jobs import DB_NAME, JobStore
-
     out: list[Check] = []
     try:
         con = sqlite3.connect(":memory:")
@@ -210,8 +212,6 @@ def _has(module: str) -> bool:
 
 
 def check_models(settings: Settings) -> list[Check]:
-    from daemon import models as M
-
     out: list[Check] = []
     cache = settings.resolved_cache_dir()
     asr = settings.asr
@@ -305,11 +305,9 @@ def check_models(settings: Settings) -> list[Check]:
 def check_gpu(settings: Settings) -> list[Check]:
     want = {settings.asr.device, settings.diarization.device, settings.llm.device}
     try:
-        import torch
-
-        if torch.cuda.is_available():
-            name = torch.cuda.get_device_name(0)
-            mem = torch.cuda.get_device_properties(0).total_memory / 2**30
+        info = gpu_info()
+        if info is not None:
+            name, mem = info
             return [Check("ok", "gpu", f"{name} ({mem:.0f} GiB)")]
     except Exception as exc:  # noqa: BLE001 - a broken torch install is a finding, not a crash
         return [Check("fail" if "cuda" in want else "warn", "gpu", f"torch unusable: {exc}",
@@ -327,9 +325,6 @@ def check_gpu(settings: Settings) -> list[Check]:
 
 def check_drive(settings: Settings) -> list[Check]:
     """Google Drive: libraries, credentials on disk (no network call), uploads waiting."""
-    from daemon.jobs import DB_NAME, JobStore
-    from integrations.google_auth import token_report
-
     cfg = settings.archive.drive
     if not cfg.enabled:
         return [Check("info", "drive", "off: the local archive only (nothing is sent to "

@@ -1,9 +1,6 @@
-"""File moves that survive crashes, hashing, and telling environment problems from bad input.
+"""File moves that survive crashes, hashing, free space, and folder containment.
 
-Disk-full and permission errors are not the recording's fault: retrying the same file later
-works once the admin frees space or fixes ownership. :func:`environment_problem` recognises
-them (also inside SQLite errors and wrapped exceptions) so the daemon can report them in
-words and wait, instead of counting them against the file and moving it to ``failed/``.
+(Disk-full and permission errors are recognised in :mod:`daemon.errors`.)
 """
 
 from __future__ import annotations
@@ -12,65 +9,8 @@ import errno
 import hashlib
 import os
 import shutil
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-
-ENV_ERRNOS = {
-    errno.ENOSPC: "disk full",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted",
-    errno.EROFS: "read-only file system",
-    errno.EIO: "input/output error",
-}
-
-FIX = {
-    "disk full": "free some space there (or lower daemon.min_free_mb)",
-    "disk quota exceeded": "raise the quota of the service user or free some space",
-    "permission denied": "give the service user (e.g. minutesd) read/write access to that "
-                         "folder, and make sure the unit's ReadWritePaths= covers it",
-    "operation not permitted": "check ownership and the unit's ReadWritePaths=",
-    "read-only file system": "the folder is read-only: remount it read-write or add it to the "
-                             "unit's ReadWritePaths=",
-    "input/output error": "check the disk or the network share",
-}
-
-
-class EnvironmentProblem(Exception):
-    """The machine, not the recording, is at fault (disk full, permissions). Nothing is lost:
-    the job waits and is retried; it does not count as a failed attempt."""
-
-    def __init__(self, kind: str, path: str | None, detail: str):
-        self.kind, self.path, self.detail = kind, path, detail
-        where = f" at {path}" if path else ""
-        super().__init__(f"{kind}{where}: {detail}. Fix: {FIX.get(kind, 'check the folder')}. "
-                         "Nothing is lost; minutesd retries by itself.")
-
-
-def environment_problem(exc: BaseException) -> EnvironmentProblem | None:
-    """The environment problem behind ``exc`` (walking causes), or None for anything else."""
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, EnvironmentProblem):
-            return e
-        if isinstance(e, OSError) and e.errno in ENV_ERRNOS:
-            path = e.filename if isinstance(e.filename, str) else None
-            return EnvironmentProblem(ENV_ERRNOS[e.errno], path, e.strerror or str(e))
-        if isinstance(e, sqlite3.OperationalError):
-            msg = str(e).lower()
-            if "disk is full" in msg or "database or disk is full" in msg:
-                return EnvironmentProblem("disk full", None, f"SQLite: {e}")
-            if "readonly" in msg or "read-only" in msg:
-                return EnvironmentProblem("read-only file system", None, f"SQLite: {e}")
-            if "unable to open" in msg:
-                return EnvironmentProblem("permission denied", None, f"SQLite: {e}")
-            if "disk i/o error" in msg:
-                return EnvironmentProblem("input/output error", None, f"SQLite: {e}")
-        e = e.__cause__ or e.__context__
-    return None
 
 
 def sha256_file(path: Path, on_block: Callable[[], None] | None = None) -> str:

@@ -27,16 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon.convert_whisper import convert_ct2_whisper
+from daemon.errors import ModelNotAvailable
 from daemon.logs import get_logger
 
 EMBEDDED_PREFIX = "embedded:"
 EMBEDDED_WHISPER = ("tiny.en", "base")
 
 log = get_logger("minutesd.models")
-
-
-class ModelNotAvailable(Exception):
-    """A configured model cannot be found; the message says how to get it."""
 
 
 def is_embedded(name: str) -> bool:
@@ -140,7 +138,6 @@ def embedded_whisper_hf_dir(name: str, cache_dir: Path) -> Path:
     transformers backend: converted once from the CTranslate2 model into
     ``<cache_dir>/models/whisper-<name>-hf`` (float16), see :func:`_convert_once`. No
     download."""
-    from daemon.convert_whisper import convert_ct2_whisper
 
     key = name[len(EMBEDDED_PREFIX):] if is_embedded(name) else name
     source = embedded_whisper_dir(key, cache_dir)

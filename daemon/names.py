@@ -26,7 +26,8 @@ import itertools
 import re
 from dataclasses import dataclass, field
 
-from daemon.pipeline import SpeakerTranscript
+from daemon.text import split_sentences
+from daemon.types import SpeakerTranscript
 
 # Capitalised words that open sentences or turns and are not names.
 NOT_NAMES = set(["a", "about", "actually", "after", "again", "ah", "alright", "also", "although", "an", "and", "anyway", "anything", "april", "are", "as", "at", "august", "but", "by", "can", "could", "december", "did", "do", "does", "don't", "everyone", "everybody", "excellent", "fantastic", "february", "fine", "first", "folks", "for", "friday", "from", "good", "got", "great", "guys", "hello", "hey", "hi", "how", "i", "i'd", "i'll", "i'm", "i've", "if", "in", "is", "it", "it's", "january", "july", "june", "just", "let", "let's", "like", "march", "may", "maybe", "me", "mhm", "monday", "morning", "my", "next", "no", "nobody", "not", "november", "now", "october", "oh", "ok", "okay", "on", "one", "or", "our", "perfect", "please", "quick", "really", "right", "saturday", "see", "september", "she", "should", "so", "sorry", "sounds", "sunday", "sure", "team", "thank", "thanks", "that", "that's", "the", "then", "there", "they", "this", "thursday", "today", "tomorrow", "tuesday", "um", "uh", "understood", "very", "wait", "we", "we'll", "we're", "wednesday", "well", "what", "when", "where", "which", "who", "why", "will", "with", "wow", "yeah", "yes", "yesterday", "you", "you're", "your", "all", "both", "any", "each", "either", "every", "few", "many", "most", "much", "neither", "none", "several", "some", "such", "here", "everything", "nothing", "something", "because", "since", "until", "while", "same", "other", "another", "agreed", "indeed", "absolutely", "exactly", "definitely", "certainly", "correct", "true", "cool", "nice", "lovely", "awesome"])
@@ -74,17 +75,13 @@ def _canon(token: str, roster: list[str]) -> str | None:
     return token.capitalize()
 
 
-def _sentences(text: str) -> list[str]:
-    return [s.strip() for s in re.split(r"(?<=[.?!])\s+", text) if s.strip()]
-
-
 def gather_evidence(t: SpeakerTranscript, roster: list[str]) -> NameEvidence:
     ev = NameEvidence()
     segs = t.segments
     for i, seg in enumerate(segs):
         prev_spk = next((s.speaker for s in reversed(segs[:i]) if s.speaker != seg.speaker), None)
         next_spk = next((s.speaker for s in segs[i + 1:] if s.speaker != seg.speaker), None)
-        sents = _sentences(seg.text)
+        sents = split_sentences(seg.text)
         if not sents:
             continue
         # Thanks at the start of a turn: the previous speaker.

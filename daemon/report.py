@@ -10,9 +10,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from daemon.archive.base import SearchableArchive, render_snippet
+from daemon.errors import EXIT_OK, EXIT_USAGE
+from daemon.registry import build_archive
+from daemon.service.layout import HEARTBEAT_S
+from daemon.service.queue import DB_NAME, JobStore
 from daemon.settings import Settings
+from integrations.gdrive import DriveArchive, DriveError
+from integrations.google_auth import AuthProblem, token_report
 
-EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE = 0, 1, 2
+EXIT_NO_MATCH = 1  # search found nothing
 
 
 def _bold(use_ansi: bool) -> tuple[str, str]:
@@ -21,12 +28,8 @@ def _bold(use_ansi: bool) -> tuple[str, str]:
 
 def search(settings: Settings, query: str, limit: int = 10, as_json: bool = False,
            raw: bool = False, drive: bool = False) -> int:
-    import sqlite3
-
     if drive:
         return search_drive(settings, query, limit, as_json, raw)
-    from daemon.archive import SearchableArchive, build_archive
-
     archive = build_archive(settings)
     if not isinstance(archive, SearchableArchive):
         print(f"minutesd: the {archive.name} archive cannot be searched here", file=sys.stderr)
@@ -51,8 +54,6 @@ def search(settings: Settings, query: str, limit: int = 10, as_json: bool = Fals
     if not hits:
         print(f"no matches for {query!r}", file=sys.stderr)
         return EXIT_NO_MATCH
-    from daemon.archive import render_snippet
-
     b0, b1 = _bold(sys.stdout.isatty())
     for h in hits:
         when = h.date + (f" {h.time}" if h.time else "")
@@ -70,9 +71,6 @@ def search_drive(settings: Settings, query: str, limit: int = 10, as_json: bool 
         print("minutesd: the Drive archive is off (archive.drive.enabled: false)",
               file=sys.stderr)
         return EXIT_USAGE
-    from integrations.gdrive import DriveArchive, DriveError
-    from integrations.google_auth import AuthProblem
-
     try:
         archive = DriveArchive(settings)
     except sqlite3.Error as exc:
@@ -132,9 +130,6 @@ def _pid_alive(pid: int | None) -> bool:
 
 
 def collect_status(settings: Settings) -> dict[str, Any]:
-    from daemon.jobs import DB_NAME, JobStore
-    from daemon.service import HEARTBEAT_S
-
     state_dir = settings.daemon.resolved_state_dir()
     db = state_dir / DB_NAME
     out: dict[str, Any] = {"state_db": str(db), "settings": settings.source}
@@ -186,8 +181,6 @@ def drive_status(settings: Settings, store) -> dict[str, Any] | None:
         counts, rows, recent = {}, [], []
     if not cfg.enabled and not any(counts.values()):
         return None
-    from integrations.google_auth import token_report
-
     waiting = next((r["last_error"] for r in rows if r["waiting"] == "auth"), None)
     return {"enabled": cfg.enabled, "credentials": token_report(settings), "counts": counts,
             "waiting_for_auth": waiting,

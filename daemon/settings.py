@@ -24,12 +24,16 @@ from pydantic import (
     model_validator,
 )
 
+from daemon.errors import EXIT_USAGE, OperatorError
+
 ENV_PREFIX = "MINUTESD__"
 SHIPPED_SETTINGS = Path(__file__).resolve().parent.parent / "settings.yaml"
 
 
-class SettingsError(Exception):
+class SettingsError(OperatorError):
     """Settings could not be loaded; the message names the key, the value and what is allowed."""
+
+    exit_code = EXIT_USAGE
 
 
 class _Strict(BaseModel):
@@ -43,6 +47,7 @@ class OpenAIASRSettings(_Strict):
     model: str = "gpt-4o-mini-transcribe"
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
+    api_key_file: Path | None = None
     max_upload_mb: float = Field(24.0, gt=0, le=25)
     max_retries: int = Field(5, ge=0, le=20)
     timeout_s: float = Field(600.0, gt=0)
@@ -103,6 +108,7 @@ class OpenAILLMSettings(_Strict):
     model: str = "gpt-4o-mini"
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
+    api_key_file: Path | None = None
     max_retries: int = Field(5, ge=0, le=20)
     timeout_s: float = Field(600.0, gt=0)
     json_mode: bool = True

@@ -21,8 +21,12 @@ import sys
 import time
 from pathlib import Path
 
+from daemon import registry
 from daemon.audio import AudioDecodeError
-from daemon.pipeline import (
+from daemon.cli import main as cli_main
+from daemon.minutes.writer import MinutesError
+from daemon.pipeline import meeting_facts
+from daemon.types import (
     ActionItem,
     Diarization,
     HearResult,
@@ -33,7 +37,6 @@ from daemon.pipeline import (
     SpeakerTranscript,
     StageTimes,
     Transcript,
-    meeting_facts,
 )
 
 
@@ -84,8 +87,6 @@ class FakeProcessor:
         return HearResult(t, Transcript([]), Diarization([]), StageTimes())
 
     def understand(self, transcript: SpeakerTranscript, path) -> tuple[Minutes, MeetingFacts]:
-        from daemon.minutes import MinutesError
-
         self.calls.append(("understand", Path(path).name))
         self._sleep(self.understand_s)
         first = transcript.segments[0].text if transcript.segments else ""
@@ -134,14 +135,12 @@ class EchoChat:
 
 
 def install(fake_all: bool = False, fake_llm: bool = False) -> None:
-    import daemon.pipeline
-    import daemon.service
-
+    """Register the stand-ins under the names settings pick, for this process only."""
     if fake_all:
-        daemon.service.default_processor_factory = lambda settings, log: FakeProcessor(settings,
-                                                                                        log)
+        registry.PIPELINES.register("standard", FakeProcessor)
     if fake_llm:
-        daemon.pipeline.build_chat = lambda cfg, cache_dir: EchoChat()
+        for name in registry.CHAT_MODELS.names():
+            registry.CHAT_MODELS.register(name, EchoChat)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,8 +152,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args = [a for a in args if a not in ("--fake-all", "--fake-llm")]
     install(fake_all, fake_llm)
-    from daemon.cli import main as cli_main
-
     return cli_main(args)
 
 

@@ -11,6 +11,16 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def gpu_info() -> tuple[str, float] | None:
+    """(name, memory in GiB) of the first CUDA GPU, or None; raises if torch is broken."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return (torch.cuda.get_device_name(0),
+            torch.cuda.get_device_properties(0).total_memory / 2**30)
+
+
 def pick_device(setting: str) -> str:
     """``auto`` → cuda when a GPU is usable, else cpu; ``cuda`` without a GPU is an error."""
     if setting == "auto":

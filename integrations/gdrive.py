@@ -47,9 +47,12 @@ from pathlib import Path
 from typing import Any
 
 from daemon import sqlite
-from daemon.archive import ArchiveRecord, SearchHit, safe_title
+from daemon.archive.base import ArchiveRecord, SearchHit, safe_title
+from daemon.errors import MinutesdError, PermanentError, TransientError
 from daemon.faults import crash_point
-from integrations.google_auth import AuthProblem, GoogleAuth, auth_error, make_http
+from daemon.logs import get_logger
+from daemon.render import minutes_html, transcript_html
+from integrations.google_auth import AuthProblem, GoogleAuth, auth_error, make_http, reauth_fix
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
 DOC_MIME = "application/vnd.google-apps.document"
@@ -62,7 +65,7 @@ QUOTA_REASONS = {"storageQuotaExceeded", "quotaExceeded", "dailyLimitExceeded",
                  "teamDriveFileLimitExceeded", "numChildrenInNonRootLimitExceeded"}
 
 
-class DriveError(Exception):
+class DriveError(MinutesdError):
     """An upload did not complete; ``str()`` says why and what to do."""
 
     def __init__(self, message: str, status: int | None = None, reason: str | None = None):
@@ -71,12 +74,13 @@ class DriveError(Exception):
         self.reason = reason
 
 
-class DriveTransient(DriveError):
+class DriveTransient(DriveError, TransientError):
     """Worth trying again later (rate limits, 5xx, network)."""
 
 
-class DrivePermanent(DriveError):
-    """Needs a person (quota, permissions, a wrong folder id): reported, not retried."""
+class DrivePermanent(DriveError, PermanentError):
+    """This upload cannot succeed as things are (quota, permissions, a wrong folder id): it
+    is failed and reported with the fix; ``minutesd drive retry`` queues it again."""
 
 
 def http_reason(exc) -> tuple[int, str | None, str]:
@@ -99,8 +103,6 @@ def classify(exc: BaseException, settings, what: str) -> Exception:
     import httplib2
     from google.auth import exceptions as gexc
     from googleapiclient.errors import HttpError
-
-    from integrations.google_auth import reauth_fix
 
     if isinstance(exc, AuthProblem | DriveError):
         return exc
@@ -275,14 +277,13 @@ def _bytes_upload(fd, mimetype: str, chunk_size: int):
 
 
 class DriveArchive:
-    """The :class:`daemon.archive.Archive` protocol on Google Drive (see the module doc)."""
+    """The :class:`daemon.archive.base.Archive` protocol on Google Drive (see the module doc)."""
 
     name = "gdrive"
+    credentials_of = "google"  # whose credentials uploads wait for, in words
 
     def __init__(self, settings, ledger_path: Path | None = None, auth: GoogleAuth | None = None,
                  log=None, chunk_size: int = 8 * 1024 * 1024):
-        from daemon.logs import get_logger
-
         self.settings = settings
         self.cfg = settings.archive.drive
         self.auth = auth or GoogleAuth(settings)
@@ -488,9 +489,6 @@ class DriveArchive:
                     self.auth.persist()
 
     def _store(self, rec: ArchiveRecord) -> str:
-        from daemon.minutes import minutes_html
-        from daemon.output import transcript_html
-
         m = self.ledger.meeting(rec.key)
         if m and m[2]:
             return m[1] or ""  # stored before: exactly once

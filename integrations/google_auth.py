@@ -25,16 +25,17 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from daemon.errors import CredentialsError
+
 SCOPES = {"drive.file": "https://www.googleapis.com/auth/drive.file",
           "drive": "https://www.googleapis.com/auth/drive"}
 
 
-class AuthProblem(Exception):
+class AuthProblem(CredentialsError):
     """No usable Google credentials: uploads wait until the user fixes it (``fix``)."""
 
     def __init__(self, message: str, fix: str):
-        super().__init__(message)
-        self.fix = fix
+        super().__init__(message, fix=fix)
 
     def __str__(self) -> str:
         return f"{self.args[0]}. Fix: {self.fix}"

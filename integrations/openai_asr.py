@@ -35,14 +35,15 @@ import wave
 from bisect import bisect_right
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import openai
 
-from daemon.audio import Audio
-from daemon.pipeline import Progress, Segment, Transcript, Word
 from daemon.settings import ASRSettings
+from daemon.types import Audio, Progress, Segment, Transcript, Word
 from integrations.openai_common import (
+    ApiKey,
     CallContext,
     ConfigurationError,
     OpenAIAuthError,
@@ -50,7 +51,6 @@ from integrations.openai_common import (
     OpenAIRequestError,
     OpenAIUnavailableError,
     make_client,
-    read_api_key,
     translate_error,
 )
 
@@ -268,12 +268,15 @@ class OpenAITranscriber:
 
     name = "openai"
 
-    def __init__(self, cfg: ASRSettings, *, concurrency: int = DEFAULT_CONCURRENCY):
+    def __init__(self, cfg: ASRSettings, cache_dir: Path | None = None, *,
+                 concurrency: int = DEFAULT_CONCURRENCY):
         self.cfg = cfg
         oc = cfg.openai
         self.model = oc.model
         env = oc.api_key_env
-        key = read_api_key(env, backend="openai ASR", setting="asr.openai.api_key_env")
+        self.key = ApiKey(env, oc.api_key_file, backend="openai ASR",
+                          setting="asr.openai.api_key_env")
+        key = self.key.current()
         self.api_key_env = env
         self.max_upload_bytes = int(oc.max_upload_mb * MB)
         self.timestamps = "whisper" in self.model.lower()  # verbose_json with word times
@@ -284,6 +287,7 @@ class OpenAITranscriber:
             task="transcription", model=self.model, endpoint=self.endpoint, key_env=env,
             max_retries=oc.max_retries, timeout_s=oc.timeout_s,
             base_url_setting="asr.openai.base_url",
+            key_file=str(self.key.file) if self.key.file else None,
         )
 
     # ------------------------------------------------------------------ planning
@@ -319,6 +323,7 @@ class OpenAITranscriber:
         else:
             kwargs["response_format"] = "json"
         try:
+            self.client.api_key = self.key.current()  # a fixed key file takes effect now
             return self.client.audio.transcriptions.create(**kwargs)
         except openai.OpenAIError as exc:
             raise translate_error(exc, self._ctx) from exc

@@ -17,31 +17,47 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import openai
 
+from daemon.errors import (
+    CredentialsError,
+    Handling,
+    MinutesdError,
+    PermanentError,
+    TransientError,
+)
+
 # --------------------------------------------------------------------------- errors
 
 
-class OpenAIBackendError(RuntimeError):
+class OpenAIBackendError(MinutesdError):
     """An OpenAI-backed stage failed; the message names the cause."""
 
 
-class ConfigurationError(OpenAIBackendError):
+class ConfigurationError(OpenAIBackendError, CredentialsError):
     """The backend is not usable as configured (e.g. no API key in the named variable)."""
 
 
-class OpenAIAuthError(OpenAIBackendError):
+class OpenAIAuthError(OpenAIBackendError, CredentialsError):
     """The API refused the key (401) or the key may not use this model or endpoint (403)."""
 
 
-class OpenAIUnavailableError(OpenAIBackendError):
+class OpenAIUnavailableError(OpenAIBackendError, TransientError):
     """No answer after the client's retries: connection failure, timeout, 5xx or rate limit."""
 
 
-class OpenAIRequestError(OpenAIBackendError):
-    """The API rejected the request itself (400, 404, 413, 422, ...)."""
+class OpenAIQuotaError(OpenAIUnavailableError):
+    """The account is out of quota (429 insufficient_quota): billing needs a person."""
+
+    handling = Handling.OPERATOR
+
+
+class OpenAIRequestError(OpenAIBackendError, PermanentError):
+    """The API rejected the request itself (400, 413, 422, ...); a 404 (no such model or
+    endpoint) is the set-up's fault and waits for the operator instead."""
 
 
 # --------------------------------------------------------------------------- key and client
@@ -51,6 +67,40 @@ def is_openai_api(base_url: object) -> bool:
     """True for OpenAI's own API (the default ``base_url`` or another ``*.openai.com`` host)."""
     host = (urlsplit(str(base_url)).hostname or "").lower()
     return host == "openai.com" or host.endswith(".openai.com")
+
+
+class ApiKey:
+    """The API key: from ``file`` when one is set (read again whenever the file changes, so a
+    new key takes effect without a restart), else from ``$env``."""
+
+    def __init__(self, env: str, file: Path | None, *, backend: str, setting: str):
+        self.env, self.backend, self.setting = env, backend, setting
+        self.file = Path(file).expanduser() if file else None
+        self._seen: tuple[float, int] | None = None
+        self._key: str | None = None
+
+    @property
+    def where(self) -> str:
+        return str(self.file) if self.file else f"${self.env}"
+
+    def current(self) -> str:
+        if self.file is None:
+            return read_api_key(self.env, backend=self.backend, setting=self.setting)
+        try:
+            st = self.file.stat()
+            if self._key is None or (st.st_mtime, st.st_size) != self._seen:
+                self._key = self.file.read_text(encoding="utf-8").strip().splitlines()[0].strip()
+                self._seen = (st.st_mtime, st.st_size)
+        except (OSError, IndexError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(
+                f"the {self.backend} backend reads its API key from {self.file}, which cannot "
+                f"be read ({exc})", fix=f"write the key into {self.file} (mode 0600, readable "
+                f"by the service user), or unset {self.setting.replace('_env', '_file')}"
+            ) from None
+        if not self._key:
+            raise ConfigurationError(f"the API key file {self.file} is empty",
+                                     fix=f"write the key into {self.file}")
+        return self._key
 
 
 def read_api_key(env: str, *, backend: str, setting: str) -> str:
@@ -93,6 +143,11 @@ class CallContext:
     max_retries: int
     timeout_s: float
     base_url_setting: str  # e.g. "asr.openai.base_url"
+    key_file: str | None = None  # where the key is read from, when a file
+
+    @property
+    def key_where(self) -> str:
+        return self.key_file or f"${self.key_env}"
 
     @property
     def official(self) -> bool:
@@ -125,22 +180,24 @@ def translate_error(exc: openai.OpenAIError, ctx: CallContext) -> OpenAIBackendE
     """A client exception (after its retries) as an :class:`OpenAIBackendError` in words."""
     n = ctx.max_retries
     if isinstance(exc, openai.AuthenticationError):
-        fix = (f"Create a new key and set {ctx.key_env}." if ctx.official else
-               f"Set {ctx.key_env} to the key the server expects.")
+        fix = (f"create a new key and put it in {ctx.key_where}" if ctx.official else
+               f"put the key the server expects in {ctx.key_where}")
         return OpenAIAuthError(
-            f"{ctx.api} rejected the API key from ${ctx.key_env} (HTTP 401): the key is wrong, "
-            f"revoked or expired. {fix} Server said: {server_said(exc)}"
+            f"{ctx.api} rejected the API key from {ctx.key_where} (HTTP 401): the key is "
+            f"wrong, revoked or expired. Server said: {server_said(exc)}",
+            fix=fix + "; waiting jobs resume by themselves once it works",
         )
     if isinstance(exc, openai.PermissionDeniedError):
         return OpenAIAuthError(
-            f"the API key from ${ctx.key_env} may not use model {ctx.model!r} at "
+            f"the API key from {ctx.key_where} may not use model {ctx.model!r} at "
             f"{ctx.endpoint} (HTTP 403): the key's project or organisation lacks access, "
-            f"or the key was revoked. Server said: {server_said(exc)}"
+            f"or the key was revoked. Server said: {server_said(exc)}",
+            fix="give the key's project access to the model, or use a key that has it",
         )
     if isinstance(exc, openai.RateLimitError):
         quota = exc.code == "insufficient_quota"
         cause = "the account is out of quota (check billing)" if quota else "still rate-limited"
-        return OpenAIUnavailableError(
+        return (OpenAIQuotaError if quota else OpenAIUnavailableError)(
             f"OpenAI {ctx.task} failed: {cause} after {n} retries (HTTP 429). "
             f"Server said: {server_said(exc)}"
         )
@@ -170,7 +227,8 @@ def translate_error(exc: openai.OpenAIError, ctx: CallContext) -> OpenAIBackendE
                     f"{ctx.base_url_setting} ends in /v1 where the server expects it.")
         return OpenAIRequestError(
             f"{ctx.api} rejected the {ctx.task} request for model {ctx.model!r} "
-            f"(HTTP {exc.status_code}): {server_said(exc)}{hint}"
+            f"(HTTP {exc.status_code}): {server_said(exc)}{hint}",
+            handling=Handling.OPERATOR if exc.status_code == 404 else None,
         )
     if isinstance(exc, openai.APIError):  # an error event inside a stream: no status code
         return OpenAIUnavailableError(

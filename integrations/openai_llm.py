@@ -57,20 +57,21 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import openai
 
 from daemon.logs import get_logger
-from daemon.pipeline import ChatMessage, TokenSink
 from daemon.settings import LLMSettings
+from daemon.types import ChatMessage, TokenSink
 from integrations.openai_common import (
+    ApiKey,
     CallContext,
     OpenAIBackendError,
     OpenAIRequestError,
     is_openai_api,
     make_client,
-    read_api_key,
     server_said,
     translate_error,
 )
@@ -127,15 +128,16 @@ class OpenAIChat:
 
     name = "openai"
 
-    def __init__(self, cfg: LLMSettings):
+    def __init__(self, cfg: LLMSettings, cache_dir: Path | None = None):
         self.cfg = cfg
         oc = cfg.openai
         self.model = oc.model
         self.context_tokens = cfg.context_tokens
         self.temperature = float(cfg.temperature)
         self.json_mode = oc.json_mode
-        key = read_api_key(oc.api_key_env, backend="openai LLM", setting="llm.openai.api_key_env")
-        self.client = make_client(key, oc.base_url, oc.max_retries, oc.timeout_s)
+        self.key = ApiKey(oc.api_key_env, oc.api_key_file, backend="openai LLM",
+                          setting="llm.openai.api_key_env")
+        self.client = make_client(self.key.current(), oc.base_url, oc.max_retries, oc.timeout_s)
         self.endpoint = str(self.client.base_url).rstrip("/") + "/chat/completions"
         self.official = is_openai_api(self.client.base_url)
         # which answer-length fields to send (see the module docstring); fallbacks narrow it
@@ -148,6 +150,7 @@ class OpenAIChat:
             task="chat completion", model=self.model, endpoint=self.endpoint,
             key_env=oc.api_key_env, max_retries=oc.max_retries, timeout_s=oc.timeout_s,
             base_url_setting="llm.openai.base_url",
+            key_file=str(self.key.file) if self.key.file else None,
         )
 
     # ------------------------------------------------------------------ ChatModel
@@ -168,6 +171,7 @@ class OpenAIChat:
         for _ in range(len(OPTIONAL_PARAMS) + 2):  # each round drops a field or ends
             params = self.request_params(messages, max_new_tokens, json_output, stream)
             try:
+                self.client.api_key = self.key.current()  # a fixed key file takes effect now
                 response = self.client.chat.completions.create(**params)
                 break
             except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:

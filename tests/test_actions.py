@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from daemon.actions import find_commitments, task_cues
-from daemon.minutes import LLMMinutesWriter
-from daemon.pipeline import MeetingFacts, Speaker, SpeakerSegment, SpeakerTranscript
+from daemon.minutes.actions import find_commitments, task_cues
+from daemon.minutes.writer import LLMMinutesWriter
+from daemon.types import MeetingFacts, Speaker, SpeakerSegment, SpeakerTranscript
 
 
 def transcript(turns, names):

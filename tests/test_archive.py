@@ -8,20 +8,17 @@ from pathlib import Path
 
 import pytest
 
-import daemon.archive as archive_mod
-from daemon.archive import (
-    MARKER,
-    STAGING,
+import daemon.archive.local as archive_mod
+from daemon.archive.base import (
     Archive,
     ArchiveRecord,
-    LocalArchive,
     SearchableArchive,
     folder_name,
-    fts_query,
     render_snippet,
     safe_title,
 )
-from daemon.pipeline import ActionItem, Minutes, Speaker, SpeakerSegment, SpeakerTranscript
+from daemon.archive.local import MARKER, STAGING, LocalArchive, fts_query
+from daemon.types import ActionItem, Minutes, Speaker, SpeakerSegment, SpeakerTranscript
 
 
 def record(key: str, title: str, lines: list[str], date: str = "2024-05-14",
@@ -124,12 +121,10 @@ def test_crash_inside_store_then_retry_archives_once(tmp_path, monkeypatch, poin
 def test_disk_full_while_writing_leaves_no_half_folder(tmp_path, monkeypatch):
     import errno
 
-    import daemon.output
-
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x"))
 
-    monkeypatch.setattr(daemon.output, "write_transcript", full)
+    monkeypatch.setattr(archive_mod, "write_transcript", full)
     rec = record("e" * 64, "Sync", ["Words."])
     with pytest.raises(OSError):
         LocalArchive(tmp_path).store(rec)

@@ -27,9 +27,10 @@ from daemon.backends.asr_transformers import (
     segments_from_chunks,
     words_from_chunks,
 )
-from daemon.models import ModelNotAvailable
-from daemon.pipeline import Segment, Transcript, Word, build_transcriber
+from daemon.errors import ModelNotAvailable
+from daemon.registry import build_transcriber
 from daemon.settings import ASRSettings
+from daemon.types import Segment, Transcript, Word
 
 SR = 16_000
 LONG_S = 40.0  # longer than one 30 s window: two overlapping windows get decoded

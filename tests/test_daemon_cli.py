@@ -9,7 +9,7 @@ import pytest
 from test_archive import record
 
 import daemon.doctor as doctor_mod
-from daemon.archive import LocalArchive
+from daemon.archive.local import LocalArchive
 from daemon.cli import main
 
 
@@ -64,7 +64,7 @@ def test_search_before_anything_was_archived(cfg, capsys):
 def test_status_without_and_with_a_queue(cfg, capsys):
     assert main(["status"]) == 0
     assert "no job queue yet" in capsys.readouterr().out
-    from daemon.jobs import DB_NAME, JobStore
+    from daemon.service.queue import DB_NAME, JobStore
 
     s = JobStore(cfg / "state" / DB_NAME)
     s.add("a" * 64, "ok.mp3", "/in/ok.mp3", 1, 1, "2024-01-01", None)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.archive import MARKER, STAGING, LocalArchive
+from daemon.archive.local import MARKER, STAGING, LocalArchive
 from daemon.files import sha256_file
-from daemon.jobs import DB_NAME, JobStore
+from daemon.service.queue import DB_NAME, JobStore
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 
 from daemon import files
-from daemon.files import EnvironmentProblem, environment_problem, move_file, unique_path
-from daemon.jobs import DB_NAME, NEXT_STEP, STEPS, JobStore
+from daemon.errors import EnvironmentProblem, environment_problem
+from daemon.files import move_file, unique_path
+from daemon.service.queue import DB_NAME, JobStore
+from daemon.service.steps import NEXT_STEP
+from daemon.service.steps import STEP_NAMES as STEPS
 
 
 def store(tmp_path: Path) -> JobStore:

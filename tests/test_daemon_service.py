@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-import daemon.service as service_mod
-from daemon.archive import LocalArchive
-from daemon.jobs import DB_NAME, JobStore
+import daemon.service.filing as filing_mod
+from daemon.archive.local import LocalArchive
 from daemon.report import collect_status
-from daemon.service import Service
+from daemon.service.lifecycle import Service
+from daemon.service.queue import DB_NAME, JobStore
 from daemon.settings import DaemonSettings, Settings
 from daemon.testing import FakeProcessor
 
@@ -171,7 +171,7 @@ def test_disk_full_is_reported_and_loses_nothing(tmp_path):
     inbox = tmp_path / "inbox"
     arch = FullDisk(tmp_path / "archive", 3)
     r = Running(s, archive=arch)
-    r.svc._env_delay = 0.2
+    r.svc.monitor.first_wait_s = 0.2
     with r:
         src = drop(inbox, "m.mp3", "Words that must not be lost.")
         wait_for(lambda: r.svc.health, what="degraded")
@@ -192,7 +192,7 @@ def test_disk_full_is_reported_and_loses_nothing(tmp_path):
 
 def test_permission_denied_moving_the_original_waits(tmp_path, monkeypatch):
     s = settings_for(tmp_path, max_attempts=1)
-    real = service_mod.move_file
+    real = filing_mod.move_file
     denied = {"n": 2}
 
     def move(src, dest):
@@ -201,9 +201,9 @@ def test_permission_denied_moving_the_original_waits(tmp_path, monkeypatch):
             raise PermissionError(errno.EACCES, "Permission denied", str(dest.parent))
         return real(src, dest)
 
-    monkeypatch.setattr(service_mod, "move_file", move)
+    monkeypatch.setattr(filing_mod, "move_file", move)
     r = Running(s)
-    r.svc._env_delay = 0.2
+    r.svc.monitor.first_wait_s = 0.2
     with r:
         drop(tmp_path / "inbox", "m.mp3", "Hello.")
         wait_for(lambda: r.svc.health and "permission denied" in r.svc.health, what="reported")
@@ -216,7 +216,7 @@ def test_permission_denied_moving_the_original_waits(tmp_path, monkeypatch):
 def test_low_free_space_pauses_jobs(tmp_path):
     s = settings_for(tmp_path, min_free_mb=10**9)
     r = Running(s)
-    r.svc._env_delay = 0.2
+    r.svc.monitor.first_wait_s = 0.2
     with r:
         drop(tmp_path / "inbox", "m.mp3", "Hello.")
         wait_for(lambda: r.svc.health and "min_free_mb" in r.svc.health, what="paused")

@@ -73,3 +73,4 @@ def test_cuda_spectral_matches_senkos_numpy_code():
     ours = on_gpu(x.copy())
     assert _same_partition(ours, SpectralCluster(**args)(x.copy()))
     assert _same_partition(ours, truth)
+

@@ -138,7 +138,7 @@ def test_hub_id_offline_fails_clearly(monkeypatch, tmp_path):
     import huggingface_hub.constants
 
     from daemon.backends.diar_pyannote import PyannoteDiarizer, PyannoteSetupError
-    from daemon.models import ModelNotAvailable
+    from daemon.errors import ModelNotAvailable
 
     # No network, whatever the machine: hub offline mode (the constant is read at import).
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 from fakedrive import DOC, FOLDER, FakeDrive
 
-from daemon.archive import ArchiveRecord
-from daemon.pipeline import ActionItem, Minutes, Speaker, SpeakerSegment, SpeakerTranscript
+from daemon.archive.base import ArchiveRecord
 from daemon.settings import Settings
+from daemon.types import ActionItem, Minutes, Speaker, SpeakerSegment, SpeakerTranscript
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -319,7 +319,7 @@ def test_cli_does_not_import_the_google_client(fake, tmp_path):
                        timeout=120, env=dict(os.environ, MINUTESD_CONFIG=str(cfg)))
     assert r.returncode == 0, r.stderr
     assert "LOADED []" in r.stdout, r.stdout[-500:]
-    from daemon.archive import build_mirrors
+    from daemon.registry import build_mirrors
 
     off = Settings.model_validate({"daemon": {"root": str(tmp_path)}})
     assert build_mirrors(off) == []  # Drive off by default: no mirror, nothing sent

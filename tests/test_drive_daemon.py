@@ -35,7 +35,7 @@ from fakedrive import DOC, FOLDER, FakeDrive
 from test_drive import run_auth_flow
 
 from daemon.files import sha256_file
-from daemon.jobs import DB_NAME, JobStore
+from daemon.service.queue import DB_NAME, JobStore
 
 REPO = Path(__file__).resolve().parent.parent
 # The eval kit beside the checkout; MINUTESD_EVAL_DEV points elsewhere (e.g. from a worktree).

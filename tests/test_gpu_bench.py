@@ -255,8 +255,8 @@ def test_chat_decodes_through_the_graph_on_cuda(tmp_path):
     import gpu
 
     from daemon.backends.llm_transformers import TransformersChat
-    from daemon.pipeline import ChatMessage
     from daemon.settings import LLMSettings
+    from daemon.types import ChatMessage
 
     folder = gpu.build_llama(tmp_path / "llama", _tiny_tokenizer_dir(tmp_path), "cuda", tiny=True)
     chat = TransformersChat(

@@ -16,16 +16,17 @@ from pathlib import Path
 import pytest
 
 import daemon.models as models
+from daemon.errors import ModelNotAvailable
 from daemon.models import (
     EMBEDDED_LLMS,
     QWEN_CODER_1_5B_GGUF_SHA256,
     EmbeddedLLM,
-    ModelNotAvailable,
     embedded_llm_dir,
     resolve_llm,
 )
-from daemon.pipeline import ChatMessage, ChatModel
+from daemon.protocols import ChatModel
 from daemon.settings import LLMSettings
+from daemon.types import ChatMessage
 
 SMOL = "embedded:smollm2-135m"
 QUESTION = [ChatMessage("system", "You are a helpful assistant. Answer briefly."),

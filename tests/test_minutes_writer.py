@@ -10,15 +10,11 @@ import json
 
 import pytest
 
-from daemon.minutes import (
-    LLMMinutesWriter,
-    MinutesError,
-    extract_json,
-    match_person,
-    minutes_markdown,
-    resolve_owner,
-)
-from daemon.pipeline import MeetingFacts, Speaker, SpeakerSegment, SpeakerTranscript
+from daemon.minutes.jsonfix import extract_json
+from daemon.minutes.owners import match_person, resolve_owner
+from daemon.minutes.writer import LLMMinutesWriter, MinutesError
+from daemon.render import minutes_markdown
+from daemon.types import MeetingFacts, Speaker, SpeakerSegment, SpeakerTranscript
 
 
 def W(chat, **kw) -> LLMMinutesWriter:
@@ -142,7 +138,7 @@ def test_markdown_has_the_sections_and_checkbox_items():
 
 
 def test_json_round_trips_for_checkpoints():
-    from daemon.pipeline import Minutes
+    from daemon.types import Minutes
 
     t, facts = meeting()
     assert SpeakerTranscript.from_json(t.to_json()).to_json() == t.to_json()
@@ -151,7 +147,7 @@ def test_json_round_trips_for_checkpoints():
 
 
 def test_short_forms_match_and_commitments_are_hinted_to_the_model():
-    from daemon.minutes import commitment_hints
+    from daemon.minutes.cues import commitment_hints
 
     assert match_person("Sam", ["Samuel Okafor", "Hannah Berg"]) == "Samuel Okafor"
     assert match_person("Han", ["Samuel Okafor", "Hannah Berg"]) == "Hannah Berg"
@@ -189,7 +185,7 @@ def test_a_cut_off_answer_keeps_its_complete_fields_and_repeats_are_dropped():
 
 
 def test_stated_decisions_are_cued_to_the_model():
-    from daemon.minutes import decision_hints
+    from daemon.minutes.cues import decision_hints
 
     segs = [SpeakerSegment(0, 5, "SPEAKER_00", "And we are deciding to delay the launch to June "
                                                 "2nd, and does that work for marketing?"),

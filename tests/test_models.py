@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.models import ModelNotAvailable, join_parts, resolve_ct2_whisper
+from daemon.errors import ModelNotAvailable
+from daemon.models import join_parts, resolve_ct2_whisper
 
 
 def test_join_parts_is_atomic_and_idempotent(tmp_path):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from daemon.names import apply_names, assign_names, display_label
-from daemon.pipeline import Speaker, SpeakerSegment, SpeakerTranscript
+from daemon.types import Speaker, SpeakerSegment, SpeakerTranscript
 
 
 def transcript(turns: list[tuple[str, str]]) -> SpeakerTranscript:

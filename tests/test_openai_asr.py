@@ -22,7 +22,10 @@ import numpy as np
 import pytest
 
 from daemon.audio import Audio
-from daemon.pipeline import Hearer, NoDiarizer, Transcriber, build_transcriber
+from daemon.backends.diar_none import NoDiarizer
+from daemon.pipeline import Hearer
+from daemon.protocols import Transcriber
+from daemon.registry import build_transcriber
 from daemon.settings import ASRSettings, OpenAIASRSettings, Settings
 from integrations.openai_asr import (
     ConfigurationError,

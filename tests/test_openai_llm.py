@@ -28,16 +28,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon.pipeline import (
-    ChatMessage,
-    ChatModel,
-    MeetingFacts,
-    Speaker,
-    SpeakerSegment,
-    SpeakerTranscript,
-    build_chat,
-)
+from daemon.protocols import ChatModel
+from daemon.registry import build_chat
 from daemon.settings import LLMSettings, OpenAILLMSettings
+from daemon.types import ChatMessage, MeetingFacts, Speaker, SpeakerSegment, SpeakerTranscript
 from integrations.openai_common import (
     ConfigurationError,
     OpenAIAuthError,
@@ -590,7 +584,7 @@ def test_count_tokens_leans_high_against_real_tokenizers():
 
 
 def test_minutes_writer_over_the_backend(api):
-    from daemon.minutes import LLMMinutesWriter
+    from daemon.minutes.writer import LLMMinutesWriter
 
     api.answer = json.dumps({
         "title": "Garden project", "summary": "Planning the spring garden.",

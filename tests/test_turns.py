@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.pipeline import (
-    Diarization,
-    Segment,
-    SpeakerTurn,
-    Transcript,
-    Word,
-    assign_speakers,
-    renumber,
-    speaker_at,
-    speaker_stats,
-)
 from daemon.settings import TurnSettings
+from daemon.turns import assign_speakers, renumber, speaker_at, speaker_stats
+from daemon.types import Diarization, Segment, SpeakerTurn, Transcript, Word
 
 
 def words(spec: list[tuple[float, float, str]]) -> list[Word]:

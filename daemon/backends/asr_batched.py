@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from daemon.pipeline import Word
+from daemon.types import Word
 
 SR = 16_000
 WINDOW_S = 30.0

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.audio import Audio
 from daemon.models import resolve_ct2_whisper
-from daemon.pipeline import Progress, Segment, Transcript, Word
 from daemon.settings import ASRSettings
 from daemon.torchutil import pick_device
+from daemon.types import Audio, Progress, Segment, Transcript, Word
 
 
 class FasterWhisperTranscriber:

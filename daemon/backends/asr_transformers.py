@@ -28,11 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from daemon.audio import Audio
-from daemon.models import EMBEDDED_PREFIX, ModelNotAvailable
-from daemon.pipeline import Progress, Segment, Transcript, Word
+from daemon.backends.asr_batched import BatchedWhisper, silence_windows
+from daemon.errors import ModelNotAvailable
+from daemon.logs import get_logger
+from daemon.models import EMBEDDED_PREFIX, embedded_whisper_hf_dir
 from daemon.settings import ASRSettings
 from daemon.torchutil import pick_device
+from daemon.types import Audio, Progress, Segment, Transcript, Word
 
 DEFAULT_MODEL = "openai/whisper-medium.en"
 
@@ -365,8 +367,6 @@ class TransformersTranscriber:
         model = cfg.model.strip()
         if model.startswith(EMBEDDED_PREFIX):
             # The embedded CTranslate2 model, converted once into the cache (no download).
-            from daemon.models import embedded_whisper_hf_dir
-
             model = str(embedded_whisper_hf_dir(model, cache_dir))
         self.device = pick_device(cfg.device)
         self.dtype_name = resolve_dtype(cfg.compute_type, self.device)
@@ -393,8 +393,6 @@ class TransformersTranscriber:
         self.language = self._fixed_language(cfg.language)
         self.word_timestamps = bool(cfg.word_timestamps)
         if self.word_timestamps and getattr(gen, "alignment_heads", None) is None:
-            from daemon.logs import get_logger
-
             get_logger().warning(
                 "model has no alignment heads: word timestamps off, segment timestamps used",
                 model=model,
@@ -409,8 +407,6 @@ class TransformersTranscriber:
         self._prompt_ids = self._make_prompt_ids(cfg.initial_prompt)
         self.batched = None
         if cfg.long_form == "batched":
-            from daemon.backends.asr_batched import BatchedWhisper
-
             dtw = _dtw_numba() or _transformers_dtw()
             self.batched = BatchedWhisper(
                 self.pipe.model, self.pipe.tokenizer, self.pipe.feature_extractor, dtw
@@ -482,8 +478,6 @@ class TransformersTranscriber:
             return None
         tok = self.pipe.tokenizer
         if not hasattr(tok, "get_prompt_ids"):
-            from daemon.logs import get_logger
-
             get_logger().warning("tokenizer cannot encode prompts: initial_prompt ignored")
             return None
         import torch
@@ -576,8 +570,6 @@ class TransformersTranscriber:
         self, samples: np.ndarray, language: str | None, total: float, progress: Progress | None
     ) -> list[Segment]:
         """``asr.long_form: batched``: windows cut at silences, decoded batch_size at a time."""
-        from daemon.backends.asr_batched import silence_windows
-
         assert self.batched is not None
         rate = self.pipe.feature_extractor.sampling_rate
         windows = silence_windows(samples, rate, max_s=min(30.0, self.cfg.chunk_length_s))

@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from daemon.audio import Audio
-from daemon.models import ModelNotAvailable
-from daemon.pipeline import Diarization, Progress, SpeakerTurn
+from daemon.errors import ModelNotAvailable
+from daemon.privacy import lock_down
 from daemon.settings import DiarizationSettings
 from daemon.torchutil import pick_device
+from daemon.types import Audio, Diarization, Progress, SpeakerTurn
 
 EMBEDDED = "embedded"
 
@@ -353,7 +353,6 @@ class PyannoteDiarizer:
 
     def __init__(self, cfg: DiarizationSettings, cache_dir: Path):
         # pyannote.audio 4 exports usage metrics unless this is set before it is imported.
-        from daemon.privacy import lock_down
 
         lock_down()  # pyannote reads the variable at every call, so this holds even if it
         # was imported earlier. OpenMP threads that spin while waiting make CAM++'s many

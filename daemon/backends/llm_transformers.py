@@ -25,10 +25,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemon.models import ModelNotAvailable, is_embedded, resolve_llm
-from daemon.pipeline import ChatMessage, TokenSink
+from daemon.backends.llm_graph import StaticGraphDecoder
+from daemon.errors import ModelNotAvailable
+from daemon.models import is_embedded, resolve_llm
 from daemon.settings import LLMSettings
 from daemon.torchutil import pick_device
+from daemon.types import ChatMessage, TokenSink
 
 # Unquantised weights on CPU: None picks bf16 where the CPU computes in bf16 natively
 # (AVX512-BF16 or AMX), else fp32. On a 2-core AVX512-BF16 VM bf16 measured faster than fp32
@@ -134,6 +136,7 @@ class TransformersChat:
         self.device = pick_device(cfg.device)
         if cfg.cpu_threads:
             torch.set_num_threads(cfg.cpu_threads)
+        self.quantization = cfg.quantization
         self.model_ref = resolve_llm(cfg.model, cache_dir)
         local = Path(self.model_ref).is_dir()
         if local and not (Path(self.model_ref) / "config.json").is_file():
@@ -151,7 +154,7 @@ class TransformersChat:
                 raise ModelNotAvailable(f"cannot load the chat model from {self.model_ref}: {exc}"
                                         ) from exc
             raise _hub_help(cfg.model, exc) from exc
-        if self.device == "cpu" and cfg.quantization != "none":
+        if self.device == "cpu" and self.quantization != "none":
             self._detach_from_checkpoint(torch)
         self.load_s = time.perf_counter() - t0
         self.model.eval()
@@ -166,8 +169,6 @@ class TransformersChat:
         # On CUDA: static KV cache + the one-token step as a CUDA graph (llm_graph.py).
         self.graph_decoder = None
         if self.device == "cuda" and cfg.cuda_graphs:
-            from daemon.backends.llm_graph import StaticGraphDecoder
-
             self.graph_decoder = StaticGraphDecoder(self.model, max_positions=self.max_positions)
 
     # ------------------------------------------------------------------ loading
@@ -177,7 +178,7 @@ class TransformersChat:
 
         on_cuda = self.device == "cuda"
         kwargs: dict[str, Any] = {"device_map": "auto" if on_cuda else {"": "cpu"}}
-        q = self.cfg.quantization
+        q = self.quantization
         if q == "nf4":
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True,

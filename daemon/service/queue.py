@@ -1,33 +1,29 @@
 """The durable job queue: one SQLite database (WAL) in the state folder, keyed by sha256.
 
-A job is one recording's content. It moves through recorded steps::
-
-    received ──▶ transcribed ──▶ minutes_written ──▶ archived ──▶ done
-                 (transcript     (minutes JSON       (archive      (original moved to
-                  JSON stored)    stored)             reference)    processed/ or kept)
-
-Each step's output is written in the same transaction that records the step, so after a
-crash or ``kill -9`` the job resumes at the step after the last one recorded, with that
-step's inputs at hand. ``attempts`` counts starts of the current step that did not finish
-(errors *and* crashes, recorded before the step runs), so a recording that crashes the
-process every time still reaches ``failed/`` after ``max_attempts`` instead of crash-looping
-the daemon. Environment problems (disk full, permissions) and clean shutdowns give the
-attempt back.
+A job is one recording's content; its steps are defined in :mod:`daemon.service.steps`
+(the CHECK constraint below is made from that table). Each step's output is written in the
+same transaction that records the step, so after a crash or ``kill -9`` the job resumes at
+the step after the last one recorded, with that step's inputs at hand. ``attempts`` counts
+starts of the current step that did not finish (errors *and* crashes, recorded before the
+step runs), so a recording that crashes the process every time still reaches ``failed/``
+after ``max_attempts`` instead of crash-looping the daemon. Problems that need the operator
+(disk full, permissions, revoked credentials) and clean shutdowns give the attempt back.
 
 The queue is ordered by arrival (``id``); a job waiting for a retry is skipped until due.
 
-Mirrors (Google Drive): the ``archived`` step also queues one ``uploads`` row per configured
-mirror, in the same transaction. An upload runs after its job has left the worker (the
-meeting is in the local archive, the original filed) and keeps its own state: ``pending``
-(with ``next_attempt_at`` for retries, and ``waiting='auth'`` while credentials are
-missing or revoked), ``running``, ``done`` (with ``ref``, the link) or ``failed`` (quota,
-permissions: reported, retried only when asked: ``minutesd drive retry``).
+Mirrors (Google Drive): the step that queues uploads (``archived``) also queues one
+``uploads`` row per configured mirror, in the same transaction. An upload runs after its job
+has left the worker (the meeting is in the local archive, the original filed) and keeps its
+own state: ``pending`` (with ``next_attempt_at`` for retries, and ``waiting='auth'`` while
+credentials are missing or revoked), ``running``, ``done`` (with ``ref``, the link) or
+``failed`` (quota, permissions: reported, retried only when asked: ``minutesd drive retry``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -37,14 +33,18 @@ from pathlib import Path
 from typing import Any
 
 from daemon import sqlite
+from daemon.service.steps import ARCHIVED_STEPS, FIRST, LAST, NEXT_STEP, STEP_NAMES
 
-STEPS = ("received", "transcribed", "minutes_written", "archived", "done")
-NEXT_STEP = dict(zip(STEPS[:-1], STEPS[1:], strict=True))
 STATES = ("queued", "running", "done", "failed", "cancelled")
+UPLOAD_STATES = ("pending", "running", "done", "failed")
 DB_NAME = "jobs.sqlite3"
 SCHEMA_VERSION = 2  # 2: uploads (mirrors)
 
-SCHEMA = """
+def _one_of(values: tuple[str, ...]) -> str:
+    return ",".join(f"'{v}'" for v in values)
+
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS jobs (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     sha256          TEXT    NOT NULL UNIQUE,
@@ -52,8 +52,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     path            TEXT    NOT NULL,
     size            INTEGER NOT NULL,
     mtime_ns        INTEGER NOT NULL,
-    state           TEXT    NOT NULL CHECK (state IN ('queued','running','done','failed','cancelled')),
-    step            TEXT    NOT NULL CHECK (step IN ('received','transcribed','minutes_written','archived','done')),
+    state           TEXT    NOT NULL CHECK (state IN ({_one_of(STATES)})),
+    step            TEXT    NOT NULL CHECK (step IN ({_one_of(STEP_NAMES)})),
     current_step    TEXT,
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL    NOT NULL DEFAULT 0,
@@ -84,7 +84,7 @@ CREATE INDEX IF NOT EXISTS events_kind ON events (kind, id);
 CREATE TABLE IF NOT EXISTS uploads (
     sha256          TEXT NOT NULL,
     target          TEXT NOT NULL,
-    state           TEXT NOT NULL CHECK (state IN ('pending','running','done','failed')),
+    state           TEXT NOT NULL CHECK (state IN ({_one_of(UPLOAD_STATES)})),
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL DEFAULT 0,
     waiting         TEXT,
@@ -242,9 +242,9 @@ class JobStore:
             db.execute(
                 "INSERT INTO jobs (sha256, name, path, size, mtime_ns, state, step, attempts,"
                 " next_attempt_at, meeting_date, meeting_time, created_at, updated_at)"
-                " VALUES (?,?,?,?,?,'queued','received',0,0,?,?,?,?)",
-                (sha, name, path, size, mtime_ns, meeting_date, meeting_time, now, now))
-            self._event(db, "received", sha, name, "received", {"path": path, "size": size})
+                " VALUES (?,?,?,?,?,'queued',?,0,0,?,?,?,?)",
+                (sha, name, path, size, mtime_ns, FIRST, meeting_date, meeting_time, now, now))
+            self._event(db, FIRST, sha, name, FIRST, {"path": path, "size": size})
         job = self.get(sha)
         assert job is not None
         return job
@@ -302,7 +302,7 @@ class JobStore:
         now = time.time()
         sets = ", ".join(f"{k}=?" for k in values)
         extra = (", " + sets) if sets else ""
-        done = step == "done"
+        done = step == LAST
         with self.tx() as db:
             db.execute(
                 f"UPDATE jobs SET step=?, attempts=0, current_step=NULL, last_error=NULL,"
@@ -404,7 +404,7 @@ class JobStore:
             q, args = q + " WHERE target=?", (target,)
         with self._lock:
             rows = self.db.execute(q + " GROUP BY state", args).fetchall()
-        out = dict.fromkeys(("pending", "running", "done", "failed"), 0)
+        out = dict.fromkeys(UPLOAD_STATES, 0)
         out.update({r[0]: r[1] for r in rows})
         return out
 
@@ -485,7 +485,8 @@ class JobStore:
             return db.execute(
                 "INSERT OR IGNORE INTO uploads (sha256, target, state, created_at, updated_at)"
                 " SELECT sha256, ?, 'pending', ?, ? FROM jobs WHERE archive_ref IS NOT NULL"
-                " AND step IN ('archived', 'done') ORDER BY id", (target, now, now)).rowcount
+                f" AND step IN ({_one_of(ARCHIVED_STEPS)}) ORDER BY id", (target, now, now)
+            ).rowcount
 
     def recover_uploads(self) -> int:
         """At start: uploads a dead process left running go back to pending."""
@@ -503,8 +504,6 @@ class JobStore:
 
     def heartbeat(self, phase: str, health: str | None = None,
                   info: dict[str, Any] | None = None, started: bool = False) -> None:
-        import os
-
         now = time.time()
         with self.tx() as db:
             if started:

@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, field_validator
 
-from daemon.names import _sentences, display_label
-from daemon.pipeline import SpeakerTranscript
+from daemon.minutes.owners import match_person
+from daemon.names import display_label
+from daemon.text import split_sentences
+from daemon.types import SpeakerTranscript
 
 # "I'll be honest", "I'll see you next week", "I will start with the budget": not tasks.
 _TRIVIAL = re.compile(
@@ -82,8 +84,6 @@ def _content(text: str) -> set[str]:
 
 def _speaker_named(t: SpeakerTranscript, name: str) -> str | None:
     """The speaker a spoken name refers to (name, surname or a short form), if just one."""
-    from daemon.minutes import match_person
-
     person = match_person(name, [s.name for s in t.speakers if s.name])
     return next((s.id for s in t.speakers if person and s.name == person), None)
 
@@ -94,7 +94,7 @@ def find_commitments(t: SpeakerTranscript) -> list[Commitment]:
     pending_open: tuple[int, str] | None = None  # an unnamed request waiting for an answer
     for i, seg in enumerate(segs):
         next_i = next((j for j in range(i + 1, len(segs)) if segs[j].speaker != seg.speaker), None)
-        sents = _sentences(seg.text)
+        sents = split_sentences(seg.text)
         if pending_open is not None:
             j, sent = pending_open
             pending_open = None

@@ -1,26 +1,17 @@
-"""Where finished minutes go: an ``Archive`` protocol, and the local archive behind it.
-
-The local archive (the embedded default)::
+"""The local archive (the embedded default)::
 
     archive/<YYYY>/<MM>/<YYYY-MM-DD HHMM> <title>/
         minutes.md  minutes.json  transcript.md  transcript.json  .minutesd.json
     archive/index.sqlite3        SQLite FTS5 index over minutes and transcripts
 
-``store`` is idempotent per key (the recording's sha256): storing a key twice returns the
-first folder and writes nothing. That is what makes archiving exactly-once even when the
-daemon dies between the archive's commit and the job queue's: on resume the job asks again
-and gets the same answer. Inside ``store`` every stage is restartable:
+``store`` is idempotent per key (see :mod:`daemon.archive.base`). Inside it every stage is
+restartable:
 
 1. reserve the folder name in the index (state ``writing``): a retry reuses that name;
 2. write the files into ``.staging/<key>/`` (each fsynced) with a ``.minutesd.json`` marker
    naming the key, then rename the whole folder into place (atomic: readers never see half
    a meeting);
 3. index the text and mark the row ``done``, in one transaction.
-
-Other archives implement the same ``Archive`` protocol; the daemon only calls ``store`` and
-``lookup``. Google Drive (``integrations/gdrive.py``) is a *mirror*: the local archive always
-gets every meeting first, then an upload job (``uploads`` in the job queue) copies it to
-Drive from the local folder, waiting out outages and missing credentials.
 """
 
 from __future__ import annotations
@@ -33,92 +24,18 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 from daemon import sqlite
+from daemon.archive.base import HIT_END, HIT_START, ArchiveRecord, SearchHit, folder_name
 from daemon.faults import crash_point
 from daemon.files import fsync_dir
-from daemon.pipeline import Minutes, SpeakerTranscript
+from daemon.output import atomic_write, write_minutes, write_transcript
+from daemon.types import Minutes, SpeakerTranscript
 
 INDEX_NAME = "index.sqlite3"
 MARKER = ".minutesd.json"
 STAGING = ".staging"
-HIT_START, HIT_END = "\x02", "\x03"  # snippet() markers, rendered by the caller
-
-
-@dataclass
-class ArchiveRecord:
-    key: str  # sha256 of the recording
-    source_name: str  # the file name as dropped
-    minutes: Minutes
-    transcript: SpeakerTranscript
-    date: str  # YYYY-MM-DD
-    time: str | None = None  # HH:MM
-    audio_path: str | None = None  # the original recording (archives that keep it)
-
-
-@dataclass
-class SearchHit:
-    key: str
-    date: str
-    time: str | None
-    title: str
-    snippet: str  # matches between HIT_START and HIT_END
-    ref: str  # where it is (a folder for the local archive)
-    source: str
-    score: float
-
-    def as_json(self, mark: tuple[str, str] = ("**", "**")) -> dict:
-        d = asdict(self)
-        d["snippet"] = render_snippet(self.snippet, *mark)
-        d["score"] = round(self.score, 4)
-        return d
-
-
-@runtime_checkable
-class Archive(Protocol):
-    """Somewhere minutes are kept. ``store`` must be idempotent per ``record.key``."""
-
-    name: str
-
-    def store(self, record: ArchiveRecord) -> str:
-        """Keep the meeting; return where it is. A key stored before returns the first ref."""
-        ...
-
-    def lookup(self, key: str) -> str | None:
-        """Where the meeting with this key is, if it was stored."""
-        ...
-
-
-@runtime_checkable
-class SearchableArchive(Archive, Protocol):
-    def search(self, query: str, limit: int = 10, raw: bool = False) -> list[SearchHit]: ...
-
-
-def render_snippet(snippet: str, start: str, end: str) -> str:
-    return snippet.replace(HIT_START, start).replace(HIT_END, end)
-
-
-_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
-
-
-def safe_title(title: str, max_len: int = 80) -> str:
-    """A title fit for a folder name on Linux, macOS, Windows and Drive."""
-    t = _UNSAFE.sub(" ", title or "")
-    t = " ".join(t.split()).strip(" .")
-    if len(t) > max_len:
-        t = t[:max_len].rsplit(" ", 1)[0].rstrip(" .") or t[:max_len]
-    return t or "Meeting"
-
-
-def folder_name(date: str, hhmm: str | None, title: str) -> str:
-    """``<YYYY>/<MM>/<YYYY-MM-DD HHMM> <title>``; HHMM is 0000 when the time is unknown."""
-    y, m = date[:4], date[5:7]
-    clock = (hhmm or "00:00").replace(":", "")[:4]
-    return f"{y}/{m}/{date} {clock} {safe_title(title)}"
-
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -180,6 +97,10 @@ class LocalArchive:
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
 
+    @classmethod
+    def from_settings(cls, settings) -> LocalArchive:
+        return cls(settings.archive.resolved_path(settings.daemon))
+
     # ------------------------------------------------------------------ index
 
     @property
@@ -232,8 +153,6 @@ class LocalArchive:
             return None
 
     def _write(self, staging: Path, rec: ArchiveRecord) -> None:
-        from daemon.output import atomic_write, write_minutes, write_transcript
-
         if staging.exists():
             shutil.rmtree(staging)
         staging.mkdir(parents=True)
@@ -341,17 +260,6 @@ class LocalArchive:
         return n
 
 
-def build_mirrors(settings) -> list[Archive]:
-    """Archives kept beside the local one: Google Drive when ``archive.drive.enabled``
-    (its client libraries are imported only then). Empty by default: nothing leaves the
-    machine unless configured."""
-    if settings.archive.drive.enabled:
-        from integrations.gdrive import DriveArchive
-
-        return [DriveArchive(settings)]
-    return []
-
-
 def load_record(folder: Path) -> ArchiveRecord:
     """A meeting back from its local archive folder (what mirrors upload)."""
     folder = Path(folder)
@@ -363,10 +271,3 @@ def load_record(folder: Path) -> ArchiveRecord:
                          transcript=SpeakerTranscript.from_json(tdata),
                          date=marker.get("date") or mdata.get("date"),
                          time=marker.get("time") or mdata.get("time"))
-
-
-def build_archive(settings) -> Archive:
-    cfg = settings.archive
-    if cfg.backend == "local":
-        return LocalArchive(cfg.resolved_path(settings.daemon))
-    raise ValueError(f"unknown archive backend {cfg.backend!r}")

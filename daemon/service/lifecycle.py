@@ -33,6 +33,7 @@ from typing import Any
 from daemon import registry
 from daemon.archive.base import Archive
 from daemon.archive.local import LocalArchive
+from daemon.confined import Confined
 from daemon.errors import (
     EXIT_ERROR,
     EXIT_OK,
@@ -50,6 +51,7 @@ from daemon.service.intake import Intake
 from daemon.service.layout import HEARTBEAT_S, LOCK_NAME, check_layout, daemon_folders
 from daemon.service.queue import DB_NAME, Job, JobStore
 from daemon.service.runner import StepRunner, Worker
+from daemon.service.spool import SPOOL_NAME, Spool
 from daemon.service.uploads import Uploader
 from daemon.settings import Settings
 from daemon.watch import InboxWatcher
@@ -145,11 +147,14 @@ class Service:
         self.store = store = JobStore(self.state_dir / DB_NAME)
         if self.mirrors is None:
             self.mirrors = registry.build_mirrors(self.settings)
-        self.filing = Filing(self.cfg, store, self.log)
-        self.intake = Intake(self.settings, store, self.filing, self.log, self.stop_event,
+        # The copy must fit; daemon.min_free_mb is then the step runner's to enforce.
+        self.spool = spool = Spool(self.state_dir / SPOOL_NAME, Confined(self.inbox))
+        self.filing = Filing(self.cfg, store, self.log, spool_done=spool.remove)
+        self.intake = Intake(self.settings, store, self.filing, spool, self.log, self.stop_event,
                              self.work_event, keepalive=self.notifier.watchdog)
         self.runner = StepRunner(self.cfg, store, self.archive, [m.name for m in self.mirrors],
-                                 self.filing, self.monitor, folders, self.log, self.stop_event)
+                                 self.filing, self.monitor, folders, self.log, self.stop_event,
+                                 sources=spool)
         store.heartbeat("starting", info=self.backends(), started=True)
         if store.recover_uploads():
             self.log.warning("resuming uploads interrupted by a crash or kill")
@@ -159,6 +164,9 @@ class Service:
                              file=job.name, last_step=job.step, interrupted_step=job.current_step,
                              attempts=job.attempts)
         self.filing.finish_failed_moves()
+        active = {j.sha256 for j in store.jobs("state IN ('queued','running')", limit=1_000_000)}
+        if spool.clean(keep=active):
+            self.log.info("removed recording copies no job needs", folder=str(spool.folder))
         if isinstance(self.archive, LocalArchive):
             self.archive.clean_staging()
         return recovered

@@ -31,7 +31,7 @@ from daemon.protocols import Processing
 from daemon.service.filing import Filing
 from daemon.service.health import Health, backoff
 from daemon.service.queue import Job, JobStore
-from daemon.service.steps import BY_NAME, LAST, JobCancelled, StepContext
+from daemon.service.steps import BY_NAME, LAST, JobCancelled, Sources, StepContext
 from daemon.settings import DaemonSettings
 
 PREFLIGHT_FOLDERS = ("state_dir", "archive", "processed")
@@ -40,7 +40,8 @@ PREFLIGHT_FOLDERS = ("state_dir", "archive", "processed")
 class StepRunner:
     def __init__(self, cfg: DaemonSettings, store: JobStore, archive: Archive,
                  mirrors: list[str], filing: Filing, health: Health,
-                 folders: dict[str, Path], log, stop_event: threading.Event):
+                 folders: dict[str, Path], log, stop_event: threading.Event,
+                 sources: Sources):
         self.cfg = cfg
         self.store = store
         self.archive = archive
@@ -50,6 +51,7 @@ class StepRunner:
         self.folders = folders
         self.log = log
         self.stop_event = stop_event
+        self.sources = sources
 
     def preflight(self) -> None:
         """Below ``daemon.min_free_mb`` on an output disk: wait (before the disk is full)."""
@@ -73,7 +75,7 @@ class StepRunner:
         with structlog.contextvars.bound_contextvars(job=job.short, file=job.name):
             log = self.log
             ctx = StepContext(processor=processor, archive=self.archive, filing=self.filing,
-                              log=log)
+                              sources=self.sources, log=log)
             while job.step != LAST:
                 if self.stop_event.is_set():
                     store.release(job.sha256)
@@ -93,7 +95,7 @@ class StepRunner:
                     assert step.run is not None
                     values = step.run(ctx, job)
                 except JobCancelled as exc:
-                    store.cancel(job.sha256, str(exc))
+                    self.filing.cancel_job(job, str(exc))
                     log.warning("job cancelled", reason=str(exc))
                     return
                 except Exception as exc:

@@ -18,7 +18,7 @@ from daemon.confined import NotConfined
 from daemon.errors import environment_problem
 from daemon.faults import crash_point
 from daemon.pipeline import meeting_when
-from daemon.service.filing import Filing
+from daemon.service.filing import Filing, as_text
 from daemon.service.queue import Job, JobStore
 from daemon.service.spool import Spool
 from daemon.settings import Settings
@@ -63,6 +63,10 @@ class Intake:
         st = self.confined.lstat(path)
         if st is None:
             return
+        if not _is_text(str(path)):  # refused by receive(); the queue cannot hold the name
+            if path not in self.tracker.pending:
+                self.tracker.touch(path)
+            return
         if self.store.find_file(str(path), st.st_size, st.st_mtime_ns) is not None:
             return
         if path not in self.tracker.pending:
@@ -72,7 +76,10 @@ class Intake:
         self.last_rescan = time.monotonic()
         try:
             for p in scan(self.confined, self.cfg.ignore):
-                self.consider(p)
+                try:
+                    self.consider(p)
+                except Exception as exc:  # one odd file must not keep the others out
+                    self._file_error(p, exc)
         except OSError as exc:
             self.log.error("cannot scan the inbox", inbox=str(self.inbox),
                            error=str(environment_problem(exc) or exc))
@@ -82,22 +89,30 @@ class Intake:
         for path in self.tracker.ready():
             if self.stop_event.is_set():
                 break
-            self.receive(path)
+            try:
+                self.receive(path)
+            except Exception as exc:  # one odd file must not keep the others out
+                self._file_error(path, exc)
+
+    def _file_error(self, path: Path, exc: Exception) -> None:
+        self.log.error("cannot take a file from the inbox; it stays there",
+                       file=as_text(str(self.filing.rel(path))),
+                       error=str(environment_problem(exc) or exc), kind=type(exc).__name__)
 
     # ------------------------------------------------------------------ taking a file
 
     def receive(self, path: Path) -> Job | None:
         """A complete file: copy and hash it into the queue (or note a duplicate, or reject)."""
         rel = self.filing.rel(path)
-        log = self.log.bind(file=str(rel))
+        log = self.log.bind(file=as_text(str(rel)))
         st = self.confined.lstat(path)
         if st is None:
             return None  # gone, or a link / FIFO / device / socket: never taken (nor moved)
-        if self.store.find_file(str(path), st.st_size, st.st_mtime_ns) is not None:
-            return None
-        if not _is_text(path.name):
+        if not _is_text(str(path)):
             self.filing.reject(path, "the file name is not valid UTF-8 text; rename the file "
                                "and drop it again")
+            return None
+        if self.store.find_file(str(path), st.st_size, st.st_mtime_ns) is not None:
             return None
         if st.st_size == 0:
             self.filing.reject(path, "empty file (0 bytes)")

@@ -154,7 +154,7 @@ def test_readers_see_committed_state_while_a_writer_is_busy(tmp_path):
 def test_environment_problems_are_recognised():
     e = environment_problem(OSError(errno.ENOSPC, "No space left on device", "/srv/a"))
     assert isinstance(e, EnvironmentProblem) and e.kind == "disk full" and e.path == "/srv/a"
-    assert "Nothing is lost" in str(e) and "free some space" in str(e)
+    assert "Nothing is lost" in str(e) and "free space on the disk holding /srv/a" in str(e)
     assert environment_problem(PermissionError(errno.EACCES, "Permission denied")).kind == \
         "permission denied"
     assert environment_problem(sqlite3.OperationalError("database or disk is full")).kind == \

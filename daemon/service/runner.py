@@ -137,7 +137,7 @@ class StepRunner:
         problem = operator_problem(exc)
         assert problem is not None
         delay = self.health.next_wait_s() if count_wait else self.health.wait_s()
-        self.health.set(str(problem))
+        self.health.set(problem)
         where = ({"what": problem.kind, "path": problem.path, "detail": problem.detail}
                  if isinstance(problem, EnvironmentProblem) else
                  {"what": "needs the operator", "detail": str(problem).split(". Fix:")[0]})

@@ -41,15 +41,18 @@ def get_logger(name: str = "minutesd"):
 class RepeatLog:
     """An error that repeats (the main loop meeting a full disk four times a second) is
     logged once; while it goes on, a summary ``"<event> (repeated N times in the last M s)"``
-    at most every ``interval_s``; when it stops (:meth:`ok`), a summary of what was left and
-    ``"<event>: recovered"``. A different error is logged at once (and ends the summary of
-    the one before)."""
+    at most every ``interval_s``; once it has stopped (:meth:`ok` called ``recover_after_s``
+    after the last occurrence: an operation that fails every other time has not recovered),
+    a summary of what was left and ``"<event>: recovered"``. A different error is logged at
+    once (and ends the summary of the one before)."""
 
-    def __init__(self, log, interval_s: float = 60.0,
+    def __init__(self, log, interval_s: float = 60.0, recover_after_s: float = 5.0,
                  clock: Callable[[], float] = time.monotonic):
         self.log = log
         self.interval_s = interval_s
+        self.recover_after_s = recover_after_s
         self.clock = clock
+        self._last = 0.0  # the last occurrence
         self._key: str | None = None
         self._event = ""
         self._fields: dict = {}
@@ -60,6 +63,7 @@ class RepeatLog:
     def error(self, event: str, key: str | None = None, **fields) -> None:
         key = key if key is not None else f"{event}|{sorted(fields.items())}"
         now = self.clock()
+        self._last = now
         if key != self._key:
             self._summary(now)
             self._key, self._event, self._fields = key, event, fields
@@ -80,9 +84,9 @@ class RepeatLog:
 
     def ok(self) -> None:
         """The operation succeeded: the error, if one was repeating, is over."""
-        if self._key is None:
-            return
         now = self.clock()
+        if self._key is None or now - self._last < self.recover_after_s:
+            return
         self._summary(now)
         self.log.info(f"{self._event}: recovered", after_s=round(now - self._first, 1))
         self._key = None

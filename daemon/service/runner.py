@@ -27,6 +27,7 @@ from daemon.archive.base import Archive
 from daemon.errors import EnvironmentProblem, Handling, describe, handling_of, operator_problem
 from daemon.faults import crash_point
 from daemon.files import free_mb
+from daemon.logs import RepeatLog
 from daemon.protocols import Processing
 from daemon.service.filing import Filing
 from daemon.service.health import Health, backoff
@@ -139,7 +140,7 @@ class StepRunner:
         problem = operator_problem(exc)
         assert problem is not None
         delay = self.health.next_wait_s() if count_wait else self.health.wait_s()
-        self.health.set(str(problem))
+        self.health.set(problem)
         where = ({"what": problem.kind, "path": problem.path, "detail": problem.detail}
                  if isinstance(problem, EnvironmentProblem) else
                  {"what": "needs the operator", "detail": str(problem).split(". Fix:")[0]})
@@ -161,6 +162,7 @@ class Worker(threading.Thread):
         self.sha: str | None = None
         self.step: str | None = None
         self.doing: str | None = None
+        self.queue_errors = RepeatLog(runner.log)
 
     def run(self) -> None:
         r = self.runner
@@ -168,9 +170,10 @@ class Worker(threading.Thread):
             try:
                 job = r.store.claim_next()
             except Exception as exc:  # the queue itself is unwell (disk full...): wait
-                r.log.error("cannot read the job queue", error=describe(exc))
+                self.queue_errors.error("cannot read the job queue", error=describe(exc))
                 r.stop_event.wait(r.health.wait_s())
                 continue
+            self.queue_errors.ok()
             if job is None:
                 self.work_event.wait(timeout=0.5)
                 self.work_event.clear()

@@ -95,6 +95,8 @@ class Intake:
                 self._file_error(path, exc)
 
     def _file_error(self, path: Path, exc: Exception) -> None:
+        if environment_problem(exc) is not None:
+            raise exc  # a full disk or the like is the daemon's problem, not this file's
         self.log.error("cannot take a file from the inbox; it stays there",
                        file=as_text(str(self.filing.rel(path))),
                        error=str(environment_problem(exc) or exc), kind=type(exc).__name__)

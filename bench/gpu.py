@@ -322,8 +322,8 @@ def forced_transcriber(cfg: Any, cache: Path, tokens: int) -> Any:
     from daemon.backends.asr_transformers import TransformersTranscriber
 
     class ForcedTokens(TransformersTranscriber):
-        def _generate_kwargs(self, language: str | None) -> dict[str, Any]:
-            kwargs = super()._generate_kwargs(language)
+        def _generate_kwargs(self, language: str | None, prompt_ids=None) -> dict[str, Any]:
+            kwargs = super()._generate_kwargs(language, prompt_ids)
             kwargs.update(min_new_tokens=tokens, max_new_tokens=tokens)
             return kwargs
 

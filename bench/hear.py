@@ -147,10 +147,10 @@ def main() -> int:
             def __init__(self, v):
                 self.v = v
 
-            def diarize(self, a, p=None):
+            def diarize(self, a, p=None, num_speakers=None, max_speakers=None):
                 return self.v
 
-            def transcribe(self, a, p=None):
+            def transcribe(self, a, p=None, language=None, prompt=None):
                 return self.v
 
         with RSSPeak() as m_join:

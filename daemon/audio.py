@@ -7,6 +7,8 @@ cause in words a user can act on.
 
 from __future__ import annotations
 
+import re
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,58 @@ class AudioDecodeError(PermanentError):
         super().__init__(f"cannot decode {self.path}: {cause}")
 
 
-__all__ = ["SAMPLE_RATE", "Audio", "AudioDecodeError", "decode_audio"]
+__all__ = ["SAMPLE_RATE", "Audio", "AudioDecodeError", "decode_audio", "recorded_at"]
+
+# Container tags that say when a recording was made, best first: QuickTime's local time
+# with its offset, MP4/MOV creation_time (UTC), ID3 recording time (TDRC, "date" in FFmpeg).
+DATE_TAGS = ("com.apple.quicktime.creationdate", "creation_time", "date", "tdrc",
+             "date_recorded", "tdor")
+_TAG_TIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?)?"
+                       r"\s*(Z|[+-]\d{2}:?\d{2})?$")
+_EARLIEST_YEAR = 1990  # MP4 writers that know no time write 1904 or 1970
+
+
+def parse_tag_time(value: str, now: datetime | None = None) -> tuple[str, str | None] | None:
+    """(YYYY-MM-DD, HH:MM or None) of a container's date tag, in local time when the tag has
+    a zone (MP4 creation_time is UTC); None for a year alone, a zero date or the future."""
+    m = _TAG_TIME.match(value.strip())
+    if not m:
+        return None
+    y, mo, d, hh, mm, ss, zone = m.groups()
+    try:
+        when = datetime(int(y), int(mo), int(d), int(hh or 0), int(mm or 0), int(ss or 0))
+        if zone:
+            z = zone.replace(":", "")
+            offset = 0 if z == "Z" else (1 if z[0] == "+" else -1) * (
+                int(z[1:3]) * 60 + int(z[3:5]))
+            when = when.replace(tzinfo=timezone(timedelta(minutes=offset)))
+            when = when.astimezone().replace(tzinfo=None)
+    except ValueError:
+        return None
+    now = now or datetime.now()
+    if when.year < _EARLIEST_YEAR or when > now + timedelta(days=1):
+        return None
+    return when.strftime("%Y-%m-%d"), (when.strftime("%H:%M") if hh else None)
+
+
+def recorded_at(path: str | Path) -> tuple[str, str | None] | None:
+    """When the recording was made, from its container's tags (PyAV); None if they do not
+    say (or the file cannot be opened: decoding reports that)."""
+    import av
+
+    try:
+        container = av.open(str(path), mode="r", metadata_errors="ignore")
+    except (av.error.FFmpegError, OSError):
+        return None
+    with container:
+        tags = [{k.lower(): v for k, v in (container.metadata or {}).items()}]
+        tags += [{k.lower(): v for k, v in (s.metadata or {}).items()}
+                 for s in container.streams]
+    for key in DATE_TAGS:
+        for t in tags:
+            if isinstance(t.get(key), str) and (found := parse_tag_time(t[key])):
+                return found
+    return None
 
 
 def decode_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> Audio:

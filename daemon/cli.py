@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from daemon import errors
+from daemon import errors, facts
+from daemon.confined import Confined
 from daemon.doctor import doctor
 from daemon.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK, EXIT_USAGE
 from daemon.logs import configure_logging, get_logger
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--llm-backend", choices=["transformers", "openai"])
     pr.add_argument("--llm-model", help="override llm.model (embedded:..., hub id, folder)")
     pr.add_argument("--roster", help="comma-separated expected attendees, e.g. 'Maria Lopez,David Chen'")
-    pr.add_argument("--date", help="meeting date YYYY-MM-DD (default: from the file name or mtime)")
+    pr.add_argument("--date", help="meeting date YYYY-MM-DD (default: from the sidecar, the "
+                                   "recording's tags, the file name or its mtime)")
     _common(pr)
 
     s = sub.add_parser("settings", help="print the effective settings (after env overrides)")
@@ -131,6 +133,20 @@ def _failed(log, what: str, exc: BaseException, verbose: bool) -> int:
     return code
 
 
+def read_facts(path: str, log):
+    """The facts of the recording at ``path`` from its sidecar beside it (read without
+    following links, as the daemon does); None if it has none. Raises MeetingFactsError."""
+    p = Path(path).absolute()
+    found = facts.read(Confined(p.parent), p.name)
+    if found is None:
+        return None
+    info, side = found
+    log.info("meeting facts", sidecar=side.path.name, title=info.title, date=info.date,
+             time=info.time, language=info.language, attendees=info.attendees,
+             speakers=info.speakers)
+    return info
+
+
 def cmd_transcribe(args) -> int:
     settings = _load(args)
     if args.asr_backend:
@@ -151,10 +167,11 @@ def cmd_transcribe(args) -> int:
     try:
         log.info("loading models", asr=settings.asr.backend, asr_model=settings.asr.model,
                  diarizer=settings.diarization.backend)
+        info = read_facts(args.file, log)
         hearer = build_hearer(settings)
         load_s = time.perf_counter() - t0
         log.info("models ready", seconds=round(load_s, 2))
-        result = hearer.hear(args.file, progress=ProgressReporter(log))
+        result = hearer.hear(args.file, progress=ProgressReporter(log), info=info)
     except Exception as exc:  # a backend failed (auth, network, model load): say what
         return _failed(log, "transcription failed", exc, args.verbose)
     json_path, md_path = write_transcript(result.transcript, Path(args.out))
@@ -185,10 +202,11 @@ def cmd_process(args) -> int:
     try:
         log.info("loading models", asr=settings.asr.model, diarizer=settings.diarization.backend,
                  llm=f"{settings.llm.backend}:{settings.llm.model}")
+        info = read_facts(args.file, log)
         proc = standard_processor(settings, log=log,
                                   on_token=TokenProgress(log) if settings.llm.stream else None)
         log.info("models ready", seconds=round(time.perf_counter() - t0, 2))
-        result = proc.process(args.file, progress=ProgressReporter(log))
+        result = proc.process(args.file, progress=ProgressReporter(log), info=info)
     except Exception as exc:
         return _failed(log, "processing failed", exc, args.verbose)
     out = Path(args.out)

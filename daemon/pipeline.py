@@ -13,6 +13,11 @@ of :mod:`daemon.types`.
 the speaker names and the understand half. The daemon runs the two halves as separate,
 checkpointed steps (``hear``, then ``understand``). Models load in the backends'
 constructors, once per process; reuse a Hearer or Processor across files.
+
+A recording's facts (:class:`~daemon.types.MeetingInfo`, from its sidecar: :mod:`daemon.facts`)
+steer both halves: the attendees are the roster (names, Whisper's spelling hints) and at most
+that many speakers are diarized (``speakers`` gives the exact count); ``language`` is the
+language Whisper decodes in; the title, date and time are the minutes'.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from daemon.audio import decode_audio
+from daemon.audio import decode_audio, recorded_at
 from daemon.backends.diar_none import NoDiarizer
 from daemon.names import apply_names, assign_names
 from daemon.protocols import Diarizer, MinutesWriter, Transcriber
@@ -33,6 +38,7 @@ from daemon.types import (
     Audio,
     HearResult,
     MeetingFacts,
+    MeetingInfo,
     Minutes,
     Progress,
     SpeakerTranscript,
@@ -50,24 +56,29 @@ class Hearer:
         self.transcriber = transcriber
         self.diarizer = diarizer
 
-    def hear(self, path: str | Path, progress: Progress | None = None) -> HearResult:
+    def hear(self, path: str | Path, progress: Progress | None = None,
+             info: MeetingInfo | None = None) -> HearResult:
         times = StageTimes()
         t0 = time.perf_counter()
         audio = decode_audio(path)
         times.decode_s = time.perf_counter() - t0
         if progress:
             progress("decode", audio.duration_s, audio.duration_s)
-        return self.hear_audio(audio, progress, times)
+        return self.hear_audio(audio, progress, times, info)
 
     def hear_audio(
-        self, audio: Audio, progress: Progress | None = None, times: StageTimes | None = None
+        self, audio: Audio, progress: Progress | None = None, times: StageTimes | None = None,
+        info: MeetingInfo | None = None,
     ) -> HearResult:
         times = times or StageTimes()
+        num, most = speaker_bounds(info)
         t0 = time.perf_counter()
-        diarization = self.diarizer.diarize(audio, progress)
+        diarization = self.diarizer.diarize(audio, progress, num_speakers=num, max_speakers=most)
         times.diarize_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        raw = self.transcriber.transcribe(audio, progress)
+        raw = self.transcriber.transcribe(
+            audio, progress, language=info.language if info else None,
+            prompt=roster_prompt(self.settings, roster_for(self.settings, info)))
         times.transcribe_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         if not diarization.turns:  # silence or one unclustered voice: keep the words
@@ -85,12 +96,30 @@ class Hearer:
         return HearResult(result, raw, diarization, times)
 
 
-def roster_prompt(settings: Settings) -> str | None:
-    """The meeting's roster as spelling hints for Whisper ("Attendees: Kenji Watanabe, ...":
-    without them Whisper base hears "Kenji" as "Candy"), unless a prompt is configured."""
-    if settings.asr.initial_prompt or not settings.minutes.roster:
+def roster_for(settings: Settings, info: MeetingInfo | None = None) -> list[str]:
+    """Who is expected: the recording's attendees when its facts list them, else
+    ``minutes.roster``."""
+    return list(info.attendees) if info and info.attendees else list(settings.minutes.roster)
+
+
+def speaker_bounds(info: MeetingInfo | None) -> tuple[int | None, int | None]:
+    """(exact, at most) number of speakers the facts give: ``speakers``, else as many as
+    the attendees (None: the diarizer's settings decide)."""
+    if info is None:
+        return None, None
+    if info.speakers:
+        return info.speakers, None
+    return None, (len(info.attendees) or None)
+
+
+def roster_prompt(settings: Settings, roster: list[str] | None = None) -> str | None:
+    """The meeting's roster (``minutes.roster`` unless given) as spelling hints for Whisper
+    ("Attendees: Kenji Watanabe, ...": without them Whisper base hears "Kenji" as "Candy"),
+    unless a prompt is configured."""
+    roster = settings.minutes.roster if roster is None else roster
+    if settings.asr.initial_prompt or not roster:
         return settings.asr.initial_prompt
-    return "Attendees: " + ", ".join(settings.minutes.roster) + "."
+    return "Attendees: " + ", ".join(roster) + "."
 
 
 # --------------------------------------------------------------------------- meeting facts
@@ -101,32 +130,59 @@ _DATE_IN_NAME = re.compile(
 )
 
 
-def meeting_when(path: str | Path, configured: str | None = None,
-                 name: str | None = None) -> tuple[str, str | None]:
-    """(YYYY-MM-DD, HH:MM or None): from settings, else the file name (``name``, when
-    ``path`` is a copy under another name), else its mtime."""
+def meeting_when(path: str | Path, configured: str | None = None, name: str | None = None,
+                 info: MeetingInfo | None = None,
+                 tags: bool = True) -> tuple[str, str | None, str]:
+    """(YYYY-MM-DD, HH:MM or None, where they came from: one of ``DATE_SOURCES``): the
+    recording's facts, else settings (``--date``), else the container's tags (with
+    ``tags``), else the file name (``name``, when ``path`` is a copy under another name),
+    else its mtime. A time missing where the date was found is taken from a later source
+    only if that one gives the same date."""
+    found: list[tuple[str, str | None, str]] = []
+    if info and info.date:
+        found.append((info.date, info.time, "meeting facts"))
     if configured:
-        return configured, None
+        found.append((configured, None, "settings"))
+    if tags:
+        at = recorded_at(path)
+        if at:
+            found.append((*at, "recording tags"))
     m = _DATE_IN_NAME.search(name or Path(path).name)
     if m:
         y, mo, d, hh, mm = m.groups()
-        return f"{y}-{mo}-{d}", (f"{hh}:{mm}" if hh else None)
+        found.append((f"{y}-{mo}-{d}", (f"{hh}:{mm}" if hh else None), "file name"))
     try:
         ts = datetime.fromtimestamp(Path(path).stat().st_mtime)
     except OSError:
         ts = datetime.now()
-    return ts.strftime("%Y-%m-%d"), ts.strftime("%H:%M")
+    found.append((ts.strftime("%Y-%m-%d"), ts.strftime("%H:%M"), "file time"))
+    date, hhmm, source = found[0]
+    if hhmm is None:
+        hhmm = next((t for d, t, _ in found[1:] if d == date and t), None)
+    if info and info.time and not (info and info.date):
+        hhmm = info.time  # a time of day alone, for the date found elsewhere
+    return date, hhmm, source
 
 
-def meeting_facts(t: SpeakerTranscript, path: str | Path, settings: Settings) -> MeetingFacts:
-    date, hhmm = meeting_when(path, settings.minutes.date)
+def meeting_facts(t: SpeakerTranscript, path: str | Path, settings: Settings,
+                  info: MeetingInfo | None = None, name: str | None = None) -> MeetingFacts:
+    date, hhmm, source = meeting_when(path, settings.minutes.date, name=name, info=info)
     attendees: list[str] = []
     for i, s in enumerate(t.speakers):
         label = s.name or f"Speaker {i + 1}"
         if label not in attendees:
             attendees.append(label)
     return MeetingFacts(date=date, time=hhmm, duration_s=t.duration_s, attendees=attendees,
-                        speakers=list(t.speakers), source=t.source)
+                        speakers=list(t.speakers), source=t.source, date_source=source)
+
+
+def finish_minutes(m: Minutes, facts: MeetingFacts, info: MeetingInfo | None) -> Minutes:
+    """What is certain overrides what the writer made of it: the date and where it came
+    from, and the title the facts give."""
+    m.date, m.date_source = facts.date, facts.date_source
+    if info and info.title:
+        m.title = info.title
+    return m
 
 
 # --------------------------------------------------------------------------- the whole pipeline
@@ -149,23 +205,27 @@ class Processor:
         self.hearer = hearer
         self.writer = writer
 
-    def hear(self, path: str | Path, progress: Progress | None = None) -> HearResult:
+    def hear(self, path: str | Path, progress: Progress | None = None,
+             info: MeetingInfo | None = None) -> HearResult:
         """Step 1: decode, diarize, transcribe, join, and name the speakers."""
-        heard = self.hearer.hear(path, progress)
+        heard = self.hearer.hear(path, progress, info)
         t0 = time.perf_counter()
-        names, _evidence = assign_names(heard.transcript, self.settings.minutes.roster)
+        names, _evidence = assign_names(heard.transcript, roster_for(self.settings, info))
         apply_names(heard.transcript, names)
         heard.times.names_s = time.perf_counter() - t0
         return heard
 
-    def understand(self, transcript: SpeakerTranscript,
-                   path: str | Path) -> tuple[Minutes, MeetingFacts]:
-        """Step 2: minutes from a (named) speaker transcript; ``path`` dates the meeting."""
-        facts = meeting_facts(transcript, path, self.settings)
-        return self.writer.write(transcript, facts), facts
+    def understand(self, transcript: SpeakerTranscript, path: str | Path,
+                   info: MeetingInfo | None = None,
+                   name: str | None = None) -> tuple[Minutes, MeetingFacts]:
+        """Step 2: minutes from a (named) speaker transcript; the facts, else ``path`` (its
+        tags, its ``name`` or own name, its mtime) date the meeting."""
+        facts = meeting_facts(transcript, path, self.settings, info, name)
+        return finish_minutes(self.writer.write(transcript, facts), facts, info), facts
 
-    def process(self, path: str | Path, progress: Progress | None = None) -> ProcessResult:
-        heard = self.hear(path, progress)
+    def process(self, path: str | Path, progress: Progress | None = None,
+                info: MeetingInfo | None = None) -> ProcessResult:
+        heard = self.hear(path, progress, info)
         t0 = time.perf_counter()
-        minutes, facts = self.understand(heard.transcript, path)
+        minutes, facts = self.understand(heard.transcript, path, info)
         return ProcessResult(heard, minutes, facts, time.perf_counter() - t0, heard.times.names_s)

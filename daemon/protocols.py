@@ -17,6 +17,7 @@ from daemon.types import (
     Diarization,
     HearResult,
     MeetingFacts,
+    MeetingInfo,
     Minutes,
     Progress,
     SpeakerTranscript,
@@ -29,14 +30,23 @@ from daemon.types import (
 class Transcriber(Protocol):
     name: str
 
-    def transcribe(self, audio: Audio, progress: Progress | None = None) -> Transcript: ...
+    def transcribe(self, audio: Audio, progress: Progress | None = None,
+                   language: str | None = None, prompt: str | None = None) -> Transcript:
+        """``language`` (an ISO code) and ``prompt`` (spelling hints) for this recording;
+        None: ``asr.language`` and ``asr.initial_prompt``."""
+        ...
 
 
 @runtime_checkable
 class Diarizer(Protocol):
     name: str
 
-    def diarize(self, audio: Audio, progress: Progress | None = None) -> Diarization: ...
+    def diarize(self, audio: Audio, progress: Progress | None = None,
+                num_speakers: int | None = None,
+                max_speakers: int | None = None) -> Diarization:
+        """``num_speakers`` (exact) or ``max_speakers`` (at most) for this recording, from
+        its facts; None: the ``diarization`` settings' bounds."""
+        ...
 
 
 @runtime_checkable
@@ -69,7 +79,9 @@ class Processing(Protocol):
     """What the daemon needs of the whole pipeline (:class:`daemon.pipeline.Processor`): its
     two checkpointed halves. Tests and the stand-ins of :mod:`daemon.testing` provide it too."""
 
-    def hear(self, path: str | Path, progress: Progress | None = None) -> HearResult: ...
+    def hear(self, path: str | Path, progress: Progress | None = None,
+             info: MeetingInfo | None = None) -> HearResult: ...
 
-    def understand(self, transcript: SpeakerTranscript,
-                   path: str | Path) -> tuple[Minutes, MeetingFacts]: ...
+    def understand(self, transcript: SpeakerTranscript, path: str | Path,
+                   info: MeetingInfo | None = None,
+                   name: str | None = None) -> tuple[Minutes, MeetingFacts]: ...

@@ -33,7 +33,7 @@ from typing import Any, Generic, TypeVar
 
 from daemon.errors import ConfigError
 from daemon.minutes.writer import LLMMinutesWriter
-from daemon.pipeline import Hearer, Processor, roster_prompt
+from daemon.pipeline import Hearer, Processor
 from daemon.protocols import ChatModel, Diarizer, MinutesWriter, Processing, Transcriber
 from daemon.settings import Settings
 from daemon.types import TokenSink
@@ -141,9 +141,8 @@ def build_writer(settings: Settings, on_token: TokenSink | None = None,
 
 def standard_processor(settings: Settings, log=None,
                        on_token: TokenSink | None = None) -> Processor:
-    """The whole pipeline as settings describe it; the roster goes to Whisper as hints
-    (for the CLI and the daemon alike)."""
-    settings.asr.initial_prompt = roster_prompt(settings)
+    """The whole pipeline as settings describe it. The roster (a recording's attendees, else
+    ``minutes.roster``) goes to Whisper as hints per recording (:class:`Hearer`)."""
     return Processor(settings, build_hearer(settings), build_writer(settings, on_token, log))
 
 

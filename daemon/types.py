@@ -169,6 +169,7 @@ class MeetingFacts:
     speakers: list[Speaker]
     source: str = ""
     time: str | None = None  # HH:MM, when known
+    date_source: str = ""  # where date and time came from: one of DATE_SOURCES
 
 
 @dataclass
@@ -182,11 +183,13 @@ class Minutes:
     action_items: list[ActionItem]
     duration_s: float = 0.0
     speakers: list[Speaker] = field(default_factory=list)
+    date_source: str = ""  # one of DATE_SOURCES ("" when not known)
 
     def to_json(self) -> dict:
         return {
             "title": self.title,
             "date": self.date,
+            "date_source": self.date_source,
             "duration_s": round(self.duration_s, 1),
             "attendees": list(self.attendees),
             "speakers": [{"id": s.id, "name": s.name, "talk_time_s": round(s.talk_time_s, 1)}
@@ -207,6 +210,7 @@ class Minutes:
                           for a in d.get("action_items", [])],
             duration_s=float(d.get("duration_s", 0.0)),
             speakers=_speakers_from_json(d.get("speakers", [])),
+            date_source=d.get("date_source", ""),
         )
 
 
@@ -231,3 +235,34 @@ class HearResult:
     raw_transcript: Transcript
     diarization: Diarization
     times: StageTimes
+
+
+# --------------------------------------------------------------------------- per-recording facts
+
+# Where a meeting's date and time came from, best first (daemon.pipeline.meeting_when).
+DATE_SOURCES = ("meeting facts", "settings", "recording tags", "file name", "file time")
+
+
+@dataclass
+class MeetingInfo:
+    """What people said about one recording in its sidecar (``<stem>.meeting.yaml``, parsed
+    by :mod:`daemon.facts`): every field optional. ``attendees`` become the roster for naming
+    and Whisper's spelling hints, and bound the diarizer's speaker count; ``speakers`` is the
+    exact count when known."""
+
+    title: str | None = None
+    date: str | None = None  # YYYY-MM-DD
+    time: str | None = None  # HH:MM
+    language: str | None = None  # ISO 639-1 code, e.g. "en"
+    attendees: list[str] = field(default_factory=list)
+    speakers: int | None = None
+    source: str = ""  # the sidecar's file name
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> MeetingInfo:
+        return cls(title=d.get("title"), date=d.get("date"), time=d.get("time"),
+                   language=d.get("language"), attendees=list(d.get("attendees") or []),
+                   speakers=d.get("speakers"), source=d.get("source", ""))

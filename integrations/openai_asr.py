@@ -311,12 +311,18 @@ class OpenAITranscriber:
 
     # ------------------------------------------------------------------ requests
 
-    def _request(self, wav: bytes, index: int):
+    def _language(self, language: str | None = None) -> str | None:
+        """This recording's language, else ``asr.language``; None: the service detects it."""
+        lang = (language or self.cfg.language or "auto").strip().lower()
+        return None if lang == "auto" else lang
+
+    def _request(self, wav: bytes, index: int, language: str | None = None,
+                 prompt: str | None = None):
         kwargs: dict = {"model": self.model, "file": (f"piece-{index:04d}.wav", wav, "audio/wav")}
-        if self.cfg.language and self.cfg.language != "auto":
-            kwargs["language"] = self.cfg.language
-        if self.cfg.initial_prompt:
-            kwargs["prompt"] = self.cfg.initial_prompt
+        if language:
+            kwargs["language"] = language
+        if prompt:
+            kwargs["prompt"] = prompt
         if self.timestamps:
             kwargs["response_format"] = "verbose_json"
             kwargs["timestamp_granularities"] = ["word", "segment"]
@@ -329,10 +335,11 @@ class OpenAITranscriber:
             raise translate_error(exc, self._ctx) from exc
 
     def _transcribe_piece(
-        self, samples: np.ndarray, sr: int, levels: Levels, piece: _Piece
+        self, samples: np.ndarray, sr: int, levels: Levels, piece: _Piece,
+        asked: str | None = None, prompt: str | None = None,
     ) -> tuple[list[Segment], str | None]:
         wav = encode_wav(samples[piece.start:piece.end], sr)  # planned to fit the limit
-        resp = self._request(wav, piece.index)
+        resp = self._request(wav, piece.index, asked, prompt)
         offset = piece.start / sr
         end = piece.end / sr
         segments = getattr(resp, "segments", None)
@@ -341,6 +348,7 @@ class OpenAITranscriber:
         if language is None:
             detected = getattr(resp, "languages", None) or []
             language = detected[0].code if detected else None
+        language = language or asked
         if segments or words:
             return self._timed(resp.text, segments or [], words or [], offset, end, language), language
         text = (getattr(resp, "text", None) or "").strip()
@@ -384,8 +392,11 @@ class OpenAITranscriber:
 
     # ------------------------------------------------------------------ Transcriber
 
-    def transcribe(self, audio: Audio, progress: Progress | None = None) -> Transcript:
+    def transcribe(self, audio: Audio, progress: Progress | None = None,
+                   language: str | None = None, prompt: str | None = None) -> Transcript:
         total = audio.duration_s
+        fixed = self._language(language)
+        prompt = prompt if prompt is not None else self.cfg.initial_prompt
         sr = audio.sample_rate
         samples = np.ascontiguousarray(audio.samples, dtype=np.float32).reshape(-1)
         if samples.size == 0:
@@ -407,14 +418,15 @@ class OpenAITranscriber:
                 finished(p)
         if self.concurrency == 1 or len(todo) <= 1:
             for p in todo:
-                results[p.index] = self._transcribe_piece(samples, sr, levels, p)
+                results[p.index] = self._transcribe_piece(samples, sr, levels, p, fixed, prompt)
                 finished(p)
         else:
             pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="openai-asr")
             ok = False
             try:
                 futures: dict[Future, _Piece] = {
-                    pool.submit(self._transcribe_piece, samples, sr, levels, p): p for p in todo
+                    pool.submit(self._transcribe_piece, samples, sr, levels, p, fixed,
+                                prompt): p for p in todo
                 }
                 pending = set(futures)
                 while pending:
@@ -435,8 +447,5 @@ class OpenAITranscriber:
             segments.extend(segs)
             if lang:
                 languages.append(lang)
-        if self.cfg.language and self.cfg.language != "auto":
-            language = self.cfg.language
-        else:
-            language = max(set(languages), key=languages.count) if languages else None
-        return Transcript(segments=segments, language=language)
+        found = fixed or (max(set(languages), key=languages.count) if languages else None)
+        return Transcript(segments=segments, language=found)

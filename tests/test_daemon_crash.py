@@ -36,7 +36,7 @@ def write_settings(root: Path, **daemon) -> None:
     # test_daemon_service); these series kill the same step of a job up to 3 times on purpose.
     d = {"root": str(root), "state_dir": "state", "stable_seconds": 0.2, "retry_backoff_s": 0.1,
          "retry_backoff_max_s": 0.5, "rescan_interval_s": 1, "min_free_mb": 0,
-         "stop_timeout_s": 10, "max_attempts": 10}
+         "stop_timeout_s": 10, "max_attempts": 10, "facts_wait_s": 0}
     d.update(daemon)
     (root / "s.yaml").write_text("daemon:\n" + "".join(f"  {k}: {v}\n" for k, v in d.items()))
 

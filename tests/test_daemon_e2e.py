@@ -52,6 +52,7 @@ diarization:
   root: {root}
   state_dir: state
   stable_seconds: 2
+  facts_wait_s: 0
   rescan_interval_s: 10
   max_attempts: 2
   retry_backoff_s: 2

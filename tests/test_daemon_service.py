@@ -36,7 +36,7 @@ def _fresh_logging():
 def settings_for(root: Path, **over) -> Settings:
     s = Settings()
     base = dict(root=root, state_dir=Path("state"), stable_seconds=0.2, retry_backoff_s=0.05,
-                retry_backoff_max_s=0.2, rescan_interval_s=1.0, min_free_mb=0)
+                retry_backoff_max_s=0.2, rescan_interval_s=1.0, min_free_mb=0, facts_wait_s=0)
     base.update(over)
     s.daemon = DaemonSettings(**base)
     return s

@@ -67,7 +67,7 @@ def fake(tmp_path):
 def write_settings(root: Path, fake: FakeDrive, **drive) -> Path:
     d = {"root": str(root), "state_dir": "state", "stable_seconds": 0.2, "retry_backoff_s": 0.1,
          "retry_backoff_max_s": 0.5, "rescan_interval_s": 1, "min_free_mb": 0,
-         "stop_timeout_s": 10, "max_attempts": 10}
+         "stop_timeout_s": 10, "max_attempts": 10, "facts_wait_s": 0}
     g = {"enabled": "true", "api_endpoint": fake.api_endpoint, "ca_certs": str(fake.cert),
          "token_uri": f"{fake.base}/token",
          "client_secrets": str(fake.write_client_secrets(root / "client_secret.json")),

@@ -150,7 +150,8 @@ def _daemon_env(tmp: Path, lst: Listener, **extra: str) -> dict[str, str]:
 
 def test_daemon_notifies_ready_after_models_watchdog_and_stopping(tmp_path):
     (tmp_path / "s.yaml").write_text(
-        f"daemon:\n  root: {tmp_path}\n  state_dir: state\n  stable_seconds: 0.2\n")
+        f"daemon:\n  root: {tmp_path}\n  state_dir: state\n  stable_seconds: 0.2\n"
+        "  facts_wait_s: 0\n")
     lst = Listener(abstract=True)
     load_s = 1.5
     t0 = time.monotonic()

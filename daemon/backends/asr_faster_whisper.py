@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from daemon.logs import get_logger
 from daemon.models import resolve_ct2_whisper
 from daemon.settings import ASRSettings
 from daemon.torchutil import pick_device
@@ -37,19 +38,26 @@ class FasterWhisperTranscriber:
         self.multilingual = self.model.model.is_multilingual
         self._batched = None
 
-    def _language(self) -> str | None:
-        lang = self.cfg.language
-        if lang == "auto":
-            return None if self.multilingual else "en"
-        return lang
+    def _language(self, language: str | None = None) -> str | None:
+        """The language to decode in: this recording's, else ``asr.language``; None to
+        detect it. An English-only model decodes English whatever is asked (with a
+        warning when something else was)."""
+        lang = (language or self.cfg.language or "auto").strip().lower()
+        if not self.multilingual:
+            if lang not in ("auto", "en"):
+                get_logger().warning("English-only Whisper model: decoding English, not the "
+                                     "language asked for", language=lang, model=self.cfg.model)
+            return "en"
+        return None if lang == "auto" else lang
 
-    def transcribe(self, audio: Audio, progress: Progress | None = None) -> Transcript:
+    def transcribe(self, audio: Audio, progress: Progress | None = None,
+                   language: str | None = None, prompt: str | None = None) -> Transcript:
         kwargs = dict(
-            language=self._language(),
+            language=self._language(language),
             beam_size=self.cfg.beam_size,
             vad_filter=self.cfg.vad_filter,
             word_timestamps=self.cfg.word_timestamps,
-            initial_prompt=self.cfg.initial_prompt,
+            initial_prompt=prompt if prompt is not None else self.cfg.initial_prompt,
             condition_on_previous_text=False,
         )
         if self.device == "cuda" and self.cfg.batch_size > 1:

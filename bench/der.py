@@ -15,7 +15,8 @@ mapping), imported from EVAL_DIR, so figures match score.py. Audio is decoded on
 diarization time per file and ``cpu`` the process CPU time (all threads) over the same call,
 which tells a busy machine from a slow backend; model loading is reported separately.
 ``--num-speakers`` passes the reference speaker count to the backends (oracle count) instead
-of letting them guess. ``--threads`` sets torch's intra-op threads (senko resets it to all
+of letting them guess; ``--max-speakers`` passes it as the upper bound only (what a
+recording's attendee list gives: at most that many speakers). ``--threads`` sets torch's intra-op threads (senko resets it to all
 cores for its own stages).
 """
 
@@ -65,12 +66,14 @@ def find_files(eval_dir: Path, extra: list[Path]) -> list[tuple[str, Path, Path]
     return out
 
 
-def build(backend: str, pipeline: str, num_speakers: int | None):
+def build(backend: str, pipeline: str, num_speakers: int | None,
+          max_speakers: int | None = None):
     from daemon.registry import build_diarizer
     from daemon.settings import DiarizationSettings, PyannoteSettings
 
     cfg = DiarizationSettings(
-        backend=backend, num_speakers=num_speakers, pyannote=PyannoteSettings(pipeline=pipeline)
+        backend=backend, num_speakers=num_speakers, max_speakers=max_speakers,
+        pyannote=PyannoteSettings(pipeline=pipeline)
     )
     return build_diarizer(cfg, Path("~/.cache/minutesd").expanduser())
 
@@ -82,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pyannote-pipeline", default="embedded")
     ap.add_argument("--extra", nargs="*", default=[], help="more meeting folders")
     ap.add_argument("--num-speakers", action="store_true", help="pass the reference speaker count")
+    ap.add_argument("--max-speakers", action="store_true",
+                    help="pass the reference speaker count as the upper bound")
     ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args(argv)
@@ -110,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         diarizer = None
         for name, (audio, ref) in decoded.items():
             n_ref = len({s for s, _, _ in ref})
-            if diarizer is None or args.num_speakers:
+            if diarizer is None or args.num_speakers or args.max_speakers:
                 t0 = time.perf_counter()
-                diarizer = build(backend, args.pyannote_pipeline, n_ref if args.num_speakers else None)
+                diarizer = build(backend, args.pyannote_pipeline,
+                                 n_ref if args.num_speakers else None,
+                                 n_ref if args.max_speakers else None)
                 load_s = load_s if load_s is not None else time.perf_counter() - t0
             t0, c0 = time.perf_counter(), time.process_time()
             result = diarizer.diarize(audio)

@@ -353,3 +353,40 @@ def test_words_group_at_sentences_pauses_and_length():
     assert segs[1].words[0].text == " Mr."
     many = [Word(float(i), i + 0.5, " w") for i in range(70)]
     assert all(s.end - s.start <= 30.0 for s in group_words(many))
+
+
+@pytest.mark.parametrize("long_form", ["pipeline", "batched"])
+def test_recordings_language_and_prompt_reach_the_decoder(tiny_multilingual, tmp_path, long_form):
+    """A recording's language (its facts) beats asr.language, and its roster prompt beats
+    asr.initial_prompt, on both long-form paths: what generate / the batched decoder get."""
+    tr = TransformersTranscriber(_settings(tiny_multilingual, language="de", long_form=long_form,
+                                           initial_prompt="Teilnehmer: Jörg."), tmp_path)
+    seen: list[tuple] = []
+    if long_form == "batched":
+        real = tr.batched.transcribe_batch
+
+        def spy(chunks, language, prompt):
+            seen.append((language, prompt))
+            return real(chunks, language, prompt)
+
+        tr.batched.transcribe_batch = spy
+    else:
+        real_pipe = tr.pipe
+
+        def spy_pipe(samples, **kw):
+            g = kw["generate_kwargs"]
+            seen.append((g.get("language"), [int(t) for t in g["prompt_ids"].tolist()]))
+            return real_pipe(samples, **kw)
+
+        for attr in ("feature_extractor", "tokenizer", "model", "device"):
+            setattr(spy_pipe, attr, getattr(real_pipe, attr))
+        tr.pipe = spy_pipe
+    samples = (0.1 * np.random.default_rng(3).standard_normal(4 * SR)).astype(np.float32)
+    out = tr.transcribe(Audio(samples=samples), language="ja", prompt="Attendees: Kenji Sato.")
+    assert out.language == "ja"
+    ids = tr._make_prompt_ids("Attendees: Kenji Sato.")
+    assert seen and all(s == ("ja", [int(t) for t in ids.tolist()]) for s in seen)
+    seen.clear()
+    assert tr.transcribe(Audio(samples=samples)).language == "de"  # the settings' again
+    ids = tr._make_prompt_ids("Teilnehmer: Jörg.")
+    assert seen and all(s == ("de", [int(t) for t in ids.tolist()]) for s in seen)

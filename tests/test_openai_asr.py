@@ -526,3 +526,13 @@ def test_punctuate_words():
         "Hello,", "world!", "It's", "me."]
     # a word the text does not contain stays as the API gave it; alignment carries on
     assert punctuate_words(["a", "zebra", "b"], "A, b.") == ["A,", "zebra", "b."]
+
+
+def test_recordings_language_and_prompt_beat_the_settings(api):
+    """A recording's facts (language, roster prompt) are what the service is sent."""
+    audio, _ = meeting(4.0, seed=5)
+    cfg = settings(api.base_url, language="de", initial_prompt="Teilnehmer: Jörg.")
+    tr = OpenAITranscriber(cfg).transcribe(audio, language="ja", prompt="Attendees: Kenji Sato.")
+    (r,) = api.requests
+    assert r.field("language") == "ja" and r.field("prompt") == "Attendees: Kenji Sato."
+    assert tr.language == "ja"

@@ -16,9 +16,10 @@ torchaudio instead (``diarization.senko_fbank``).
 senko picks the number of speakers itself, by the largest eigengap of its spectral
 clustering between ``min_num_spks`` and ``max_num_spks`` (1 and 15). A count known for a
 recording (its facts, or ``diarization.num_speakers`` / ``min_speakers`` / ``max_speakers``)
-is honoured there: an exact count becomes the clustering's oracle ``k``, a bound narrows the
-eigengap search. senko may still merge two clusters whose centres are nearly alike
-(cosine 0.875), so an exact count can come out one lower, never higher.
+is honoured there: an exact count becomes the clustering's oracle ``k`` (and senko's merging
+of clusters whose centres are alike, cosine 0.875, is off for that call: it is what turned
+four alike voices back into three), a bound narrows the eigengap search (the merging stays:
+it can only lower the count).
 """
 
 from __future__ import annotations
@@ -181,6 +182,10 @@ class SenkoDiarizer:
         ``least`` and ``most`` only. Restored afterwards (each worker has its own model)."""
         spectral = self._clusterings()
         saved = [(c.k, c.min_num_spks, c.max_num_spks) for c in spectral]
+        commons = [self.model.spectral_cluster]
+        if self.model.umap_hdbscan_cluster is not commons[0]:
+            commons.append(self.model.umap_hdbscan_cluster)
+        merge = [getattr(c, "mer_cos", None) for c in commons]
         try:
             for c in spectral:
                 if num:
@@ -188,10 +193,15 @@ class SenkoDiarizer:
                 else:
                     c.min_num_spks = max(1, least or c.min_num_spks)
                     c.max_num_spks = max(c.min_num_spks, most or c.max_num_spks)
+            if num:
+                for common in commons:  # its merging of alike clusters would undo the count
+                    common.mer_cos = None
             yield
         finally:
             for c, (k, lo, hi) in zip(spectral, saved, strict=True):
                 c.k, c.min_num_spks, c.max_num_spks = k, lo, hi
+            for common, m in zip(commons, merge, strict=True):
+                common.mer_cos = m
 
     def diarize(self, audio: Audio, progress: Progress | None = None,
                 num_speakers: int | None = None,

@@ -128,8 +128,9 @@ class Intake:
             if st is not None:
                 self.tracker.touch(path)
             return True
-        if self.store.find_file(str(path), st.st_size, st.st_mtime_ns) is not None:
-            return False
+        if not _is_text(str(path)) or self.store.find_file(
+                str(path), st.st_size, st.st_mtime_ns) is not None:
+            return False  # refused by receive(), or already taken: no facts needed
         found = facts.present(self.confined, path)
         if not found:
             return now < deadline

@@ -189,3 +189,21 @@ def test_sidecar_date_beats_tags_and_the_minutes_say_so(tagged):
     m = Minutes("T", "2026-11-30", [], "", [], [], [], date_source="recording tags")
     assert "**Date:** 2026-11-30 14:00 (from the recording's tags)" in minutes_markdown(m, "14:00")
     assert Minutes.from_json(m.to_json()).date_source == "recording tags"
+
+
+def test_process_reads_the_sidecar_beside_file(tmp_path):
+    """`minutesd process FILE` (and transcribe) read FILE's sidecar; a bad one is exit 65."""
+    from daemon.cli import read_facts
+    from daemon.errors import EXIT_BAD_INPUT, exit_code
+    from daemon.logs import get_logger
+
+    rec = tmp_path / "call.m4a"
+    rec.write_bytes(b"x")
+    assert read_facts(str(rec), get_logger()) is None
+    (tmp_path / "call.meeting.yaml").write_text("attendees: [Ana Ruiz]\nlanguage: ja\n")
+    info = read_facts(str(rec), get_logger())
+    assert info.attendees == ["Ana Ruiz"] and info.language == "ja"
+    (tmp_path / "call.meeting.yaml").write_text("speakers: many\n")
+    with pytest.raises(MeetingFactsError) as e:
+        read_facts(str(rec), get_logger())
+    assert exit_code(e.value) == EXIT_BAD_INPUT

@@ -268,7 +268,7 @@ class Service:
             self.workers.append(w)
             w.start()
         for m in self.mirrors or []:
-            u = Uploader(m, store, self.stop_event, self.log)
+            u = Uploader(m, store, self.stop_event, self.log, spool=self.spool)
             self.uploaders.append(u)
             u.start()
         store.heartbeat("ready", info=self.backends())

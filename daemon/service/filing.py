@@ -15,7 +15,7 @@ from typing import Any
 
 from daemon.errors import environment_problem
 from daemon.faults import crash_point
-from daemon.files import is_within, move_file, unique_path
+from daemon.files import fit_name, is_within, move_file, unique_path
 from daemon.output import atomic_write
 from daemon.service.queue import Job, JobStore
 from daemon.settings import DaemonSettings
@@ -58,7 +58,7 @@ class Filing:
             return {}  # already filed
         dest = Path(job.dest_path) if job.dest_path else None
         if dest is None:
-            dest = unique_path(self.processed / self.rel(src).parent, job.name)
+            dest = unique_path(self.processed / self.rel(src).parent, fit_name(job.name))
             self.store.set_dest(job.sha256, str(dest))
         try:
             st = os.stat(src)
@@ -84,7 +84,7 @@ class Filing:
         """To failed/ with <name>.error.json. Recorded first, then moved, so a crash in between
         is finished at the next start and the file is never retried by mistake."""
         src = Path(job.path)
-        dest = unique_path(self.failed / self.rel(src).parent, job.name) \
+        dest = unique_path(self.failed / self.rel(src).parent, fit_name(job.name)) \
             if src.exists() and is_within(src, self.inbox) else None
         history = [{"time": iso(e["at"]), "kind": e["kind"], "step": e["step"],
                     "detail": json.loads(e["detail"]) if e["detail"] else None}
@@ -104,7 +104,7 @@ class Filing:
                 move_file(src, dest)
                 self.store.finish_move(job.sha256, str(dest))
             else:
-                self.write_error_json(unique_path(self.failed, job.name), info)
+                self.write_error_json(unique_path(self.failed, fit_name(job.name)), info)
         except OSError as exc:
             self.log.error("could not move the file to failed/; it stays where it is",
                            error=str(environment_problem(exc) or exc), path=str(src))
@@ -115,7 +115,7 @@ class Filing:
         """A file refused before it became a job (empty): to failed/ with its error.json."""
         rel = self.rel(path)
         sha = hashlib.sha256(b"").hexdigest()  # only empty files are refused before hashing
-        dest = unique_path(self.failed / rel.parent, path.name)
+        dest = unique_path(self.failed / rel.parent, fit_name(path.name))
         info = {"file": path.name, "sha256": sha, "step": "received", "attempts": 0,
                 "error": error, "permanent": True, "time": iso(), "inbox_path": str(path)}
         try:
@@ -147,7 +147,7 @@ class Filing:
 
     def move_duplicate(self, path: Path, sha: str, existing: Job, log) -> None:
         """Same content as an earlier file: aside into duplicates/, noted, no second minutes."""
-        dest = unique_path(self.duplicates / self.rel(path).parent, path.name)
+        dest = unique_path(self.duplicates / self.rel(path).parent, fit_name(path.name))
         try:
             move_file(path, dest)
         except OSError as exc:

@@ -1,4 +1,8 @@
-"""structlog set-up: key=value lines on a terminal, JSON lines for journald/machines."""
+"""structlog set-up: key=value lines on a terminal, JSON lines for journald/machines.
+
+File names, titles and errors come from outside (whoever can write to the inbox), so the
+console lines show their control characters, ANSI escapes and bidi overrides escaped
+(:func:`daemon.text.printable`); JSON lines are exact, json escapes them itself."""
 
 from __future__ import annotations
 
@@ -6,6 +10,19 @@ import logging
 import sys
 
 import structlog
+
+from daemon.text import printable
+
+
+def escape_controls(logger, method_name: str, event_dict: dict) -> dict:
+    """structlog processor: every text value (and the event) through :func:`printable`; a
+    formatted traceback keeps its line breaks."""
+    out = {}
+    for k, v in event_dict.items():
+        if isinstance(v, str):
+            v = "\n".join(map(printable, v.split("\n"))) if k == "exception" else printable(v)
+        out[k] = v
+    return out
 
 
 def configure_logging(level: str = "info", json_lines: bool = False) -> None:
@@ -19,7 +36,8 @@ def configure_logging(level: str = "info", json_lines: bool = False) -> None:
     if json_lines:
         processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     else:
-        processors += [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+        processors += [structlog.processors.format_exc_info, escape_controls,
+                       structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(lvl),

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemon.archive.base import SearchableArchive, render_snippet
+from daemon.archive.base import HIT_END, HIT_START, SearchableArchive
 from daemon.errors import EXIT_OK, EXIT_USAGE
 from daemon.registry import build_archive
 from daemon.service.layout import HEARTBEAT_S
@@ -25,6 +25,12 @@ from integrations.gdrive import DriveArchive, DriveError
 from integrations.google_auth import AuthProblem, token_report
 
 EXIT_NO_MATCH = 1  # search found nothing
+
+
+def _snippet(snippet: str, b0: str, b1: str) -> str:
+    """The snippet printable, its match markers (themselves control characters) as b0/b1."""
+    return b1.join(b0.join(p(x) for x in part.split(HIT_START))
+                   for part in snippet.split(HIT_END))
 
 
 def _bold(use_ansi: bool) -> tuple[str, str]:
@@ -63,7 +69,7 @@ def search(settings: Settings, query: str, limit: int = 10, as_json: bool = Fals
     for h in hits:
         when = h.date + (f" {h.time}" if h.time else "")
         print(f"{p(when)}  {p(h.title)}")
-        print(f"    {render_snippet(p(h.snippet), b0, b1)}")
+        print(f"    {_snippet(h.snippet, b0, b1)}")
         print(f"    {p(h.ref)}")
     return EXIT_OK
 

@@ -205,7 +205,7 @@ def test_status_search_and_archive_show_names_escaped_json_exact(tmp_path, capsy
     assert search(s, "wiring") == 0
     out = capsys.readouterr().out
     assert_clean(out)
-    assert "\\x1b[31mred" in out
+    assert "\\x1b[31mred" in out and "**Wiring**" in out  # the match still marked
     search(s, "wiring", as_json=True)
     hit = json.loads(capsys.readouterr().out)["hits"][0]
     assert "\x1b[31mred" in hit["title"]  # exact

@@ -112,29 +112,39 @@ ENV_ERRNOS = {
     errno.EIO: "input/output error",
 }
 
-FIX = {
-    "disk full": "free some space there (or lower daemon.min_free_mb)",
-    "disk quota exceeded": "raise the quota of the service user or free some space",
-    "permission denied": "give the service user (e.g. minutesd) read/write access to that "
-                         "folder, and make sure the unit's ReadWritePaths= covers it",
-    "operation not permitted": "check ownership and the unit's ReadWritePaths=",
-    "read-only file system": "the folder is read-only: remount it read-write or add it to the "
+FIX = {  # {where}: the folder concerned ("that folder" when unknown)
+    "disk full": "free space on the disk holding {where} (or lower daemon.min_free_mb)",
+    "disk quota exceeded": "raise the quota of the service user on {where} or free some "
+                           "space there",
+    "permission denied": "give the service user (e.g. minutesd) read/write access to "
+                         "{where}, and make sure the unit's ReadWritePaths= covers it",
+    "operation not permitted": "check the ownership of {where} and the unit's ReadWritePaths=",
+    "read-only file system": "{where} is read-only: remount it read-write or add it to the "
                              "unit's ReadWritePaths=",
-    "input/output error": "check the disk or the network share",
+    "input/output error": "check the disk or the network share holding {where}",
 }
+
+
+def fix_for(kind: str, path: str | None) -> str:
+    """What to do about an environment problem, naming the folder where it is known."""
+    return FIX.get(kind, "check {where}").format(where=path or "that folder")
 
 
 class EnvironmentProblem(OperatorError):
     """The machine, not the recording, is at fault (disk full, permissions). Nothing is lost:
     the job waits and is retried; it does not count as a failed attempt. ``kind`` is the
-    problem in words ("disk full"), ``path`` where, when known."""
+    problem in words ("disk full"), ``path`` where, when known (the fix names it)."""
 
     def __init__(self, kind: str, path: str | None, detail: str):
         self.kind, self.path, self.detail = kind, path, detail
         where = f" at {path}" if path else ""
-        fix = FIX.get(kind, "check the folder")
+        fix = fix_for(kind, path)
         super().__init__(f"{kind}{where}: {detail}. Fix: {fix}. "
                          "Nothing is lost; minutesd retries by itself.", fix=fix)
+
+    def at(self, path: str) -> EnvironmentProblem:
+        """The same problem, placed (an SQLite error does not say which file it was)."""
+        return self if self.path else EnvironmentProblem(self.kind, path, self.detail)
 
 
 def _causes(exc: BaseException):

@@ -101,11 +101,13 @@ _DATE_IN_NAME = re.compile(
 )
 
 
-def meeting_when(path: str | Path, configured: str | None = None) -> tuple[str, str | None]:
-    """(YYYY-MM-DD, HH:MM or None): from settings, else the file name, else its mtime."""
+def meeting_when(path: str | Path, configured: str | None = None,
+                 name: str | None = None) -> tuple[str, str | None]:
+    """(YYYY-MM-DD, HH:MM or None): from settings, else the file name (``name``, when
+    ``path`` is a copy under another name), else its mtime."""
     if configured:
         return configured, None
-    m = _DATE_IN_NAME.search(Path(path).name)
+    m = _DATE_IN_NAME.search(name or Path(path).name)
     if m:
         y, mo, d, hh, mm = m.groups()
         return f"{y}-{mo}-{d}", (f"{hh}:{mm}" if hh else None)

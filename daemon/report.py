@@ -16,9 +16,12 @@ from typing import Any
 
 from daemon.archive.base import HIT_END, HIT_START, SearchableArchive
 from daemon.errors import EXIT_OK, EXIT_USAGE
+from daemon.files import is_within
 from daemon.registry import build_archive
 from daemon.service.layout import HEARTBEAT_S
+from daemon.service.locks import LOCK_NAME, lock_holder
 from daemon.service.queue import DB_NAME, JobStore
+from daemon.service.statusfile import STATUS_NAME, read_status
 from daemon.settings import Settings
 from daemon.text import printable as p
 from integrations.gdrive import DriveArchive, DriveError
@@ -140,28 +143,62 @@ def _pid_alive(pid: int | None) -> bool:
     return True
 
 
+def blocked_label(blocked: dict[str, Any] | None, state_dir: Path) -> str | None:
+    """"state disk full (/var/lib/minutesd)", "read-only file system (/srv/minutes/archive)":
+    what holds every job up, in words."""
+    if not blocked or not blocked.get("kind"):
+        return None
+    kind, path = blocked["kind"], blocked.get("path")
+    if path and is_within(Path(path), state_dir):
+        where = "state disk full" if kind == "disk full" else f"state folder: {kind}"
+        return f"{where} ({path})"
+    return f"{kind} ({path})" if path else kind
+
+
 def collect_status(settings: Settings) -> dict[str, Any]:
+    """Whether the daemon runs comes from its instance lock (a live process holds it), what it
+    does from its status file (written in place, so also on a full state disk), the rest
+    from the queue."""
     state_dir = settings.daemon.resolved_state_dir()
     db = state_dir / DB_NAME
     out: dict[str, Any] = {"state_db": str(db), "settings": settings.source}
+    holder = lock_holder(state_dir)
+    sf = read_status(state_dir / STATUS_NAME) or {}
+    if holder is not None and sf.get("pid") not in (holder, None) and holder:
+        sf = {}  # a record of an earlier daemon
+    live: dict[str, Any] = {"running": holder is not None, "pid": holder or sf.get("pid")}
+    if holder is not None and sf:
+        live.update({"phase": sf.get("phase"), "started_at": sf.get("started_at"),
+                     "status_at": sf.get("updated_at"), "health": sf.get("health"),
+                     "blocked": sf.get("blocked"),
+                     "blocked_by": blocked_label(sf.get("blocked"), state_dir)})
     if not db.exists():
-        out["daemon"] = {"running": False, "note": "no job queue yet (has minutesd run started "
-                                                   "with these settings?)"}
+        out["daemon"] = {**live, "note": "no job queue yet (has minutesd run started "
+                                         "with these settings?)"}
         return out
     try:
         store = JobStore(db, readonly=True)
         store.counts()
     except sqlite3.Error as exc:
-        out["daemon"] = {"running": False, "note": f"the job queue cannot be read: {exc}"}
+        out["daemon"] = {**live, "note": f"the job queue cannot be read: {exc}"}
         return out
     try:
         d = store.daemon_info() or {}
-        running = (d.get("phase") not in (None, "stopped") and _pid_alive(d.get("pid"))
-                   and time.time() - (d.get("heartbeat_at") or 0) < 6 * HEARTBEAT_S
-                   + (600 if d.get("phase") == "starting" else 0))
-        out["daemon"] = {"running": running, "pid": d.get("pid"), "phase": d.get("phase"),
-                         "started_at": d.get("started_at"), "heartbeat_at": d.get("heartbeat_at"),
-                         "health": d.get("health"), "backends": d.get("info") or {}}
+        if holder is None and not (state_dir / LOCK_NAME).exists():
+            # a daemon from before the lock told status anything: its heartbeat decides
+            holder = d.get("pid") if (
+                d.get("phase") not in (None, "stopped") and _pid_alive(d.get("pid"))
+                and time.time() - (d.get("heartbeat_at") or 0) < 6 * HEARTBEAT_S
+                + (600 if d.get("phase") == "starting" else 0)) else None
+            live["running"] = holder is not None
+        out["daemon"] = {"running": live["running"], "pid": live.get("pid") or d.get("pid"),
+                         "phase": live.get("phase") or d.get("phase"),
+                         "started_at": live.get("started_at") or d.get("started_at"),
+                         "heartbeat_at": d.get("heartbeat_at"),
+                         "status_at": live.get("status_at"),
+                         "health": live.get("health", d.get("health")),
+                         "blocked": live.get("blocked"), "blocked_by": live.get("blocked_by"),
+                         "backends": d.get("info") or {}}
         out["counts"] = store.counts()
         out["duplicates"] = store.event_count("duplicate")
         out["failed_files"] = store.event_count("failed")
@@ -223,16 +260,25 @@ def status(settings: Settings, as_json: bool = False) -> int:
     d = st["daemon"]
     print(f"settings: {p(st['settings'])}")
     print(f"queue db: {p(st['state_db'])}")
-    if "counts" not in st:
+    if d["running"]:
+        up = int(time.time() - (d.get("started_at") or time.time()))
+        seen = d.get("status_at") or d.get("heartbeat_at")
+        print(f"daemon:   running, pid {d.get('pid') or '?'}, {d.get('phase') or '?'}, "
+              f"up {up // 3600} h {up % 3600 // 60} min, last report {_ago(seen)}")
+    elif "counts" not in st:
         print(f"daemon:   not running ({p(d.get('note'))})")
         return EXIT_OK
-    if d["running"]:
-        up = int(time.time() - (d["started_at"] or time.time()))
-        print(f"daemon:   running, pid {d['pid']}, {d['phase']}, up {up // 3600} h "
-              f"{up % 3600 // 60} min, heartbeat {_ago(d['heartbeat_at'])}")
     else:
         print(f"daemon:   not running (last seen {_ago(d.get('heartbeat_at'))})")
-    print(f"health:   {p(d.get('health') or 'ok')}")
+    if d.get("running") and d.get("blocked_by"):
+        print(f"health:   BLOCKED: {p(d['blocked_by'])}; jobs wait, nothing is lost")
+        print(f"fix:      {p(d['blocked']['fix'])}")
+        print(f"          ({p(d.get('health'))})")
+    else:
+        print(f"health:   {p(d.get('health') or 'ok')}")
+    if "counts" not in st:
+        print(f"queue:    {p(d.get('note'))}")
+        return EXIT_OK
     b = d.get("backends") or {}
     if b:
         print("backends: " + p(", ".join(f"{k}={v}" for k, v in b.items() if k != "inbox")))

@@ -232,6 +232,7 @@ class DaemonSettings(_Strict):
     retry_backoff_s: float = Field(60.0, ge=0, le=DAY)
     retry_backoff_max_s: float = Field(3600.0, ge=0, le=7 * DAY)
     keep_originals: bool = False
+    max_file_mb: int = Field(4000, ge=0)
     concurrency: int = Field(1, ge=1, le=16)
     min_free_mb: int = Field(200, ge=0)
     stop_timeout_s: float = Field(60.0, ge=0, le=3600)

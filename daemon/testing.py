@@ -8,15 +8,20 @@ CLI (``minutesd run`` and friends) with the models replaced:
   fails like an undecodable file; ``FLAKY n`` raises a transient error the first n times per
   process; a first line ``NOMINUTES ...`` makes the minutes step fail once per process. ``MINUTESD_FAKE_HEAR_S`` / ``MINUTESD_FAKE_UNDERSTAND_S`` make the steps take time
   (so a test can ``kill -9`` in the middle of one), ``MINUTESD_FAKE_LOAD_S`` the model load.
+* ``MINUTESD_FAKE_STATE_FULL=<flag file>``: while that file exists, every write to the job
+  queue fails as SQLite does on a full disk (``database or disk is full``): the state disk
+  is full, without having to fill one.
 * ``--fake-llm``: real speech models, a deterministic chat model in place of the LLM (its
   minutes quote the transcript), for end-to-end tests where the LLM is not the subject.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -26,6 +31,7 @@ from daemon.audio import AudioDecodeError
 from daemon.cli import main as cli_main
 from daemon.minutes.writer import MinutesError
 from daemon.pipeline import meeting_facts
+from daemon.service.queue import JobStore
 from daemon.types import (
     ActionItem,
     Diarization,
@@ -143,6 +149,21 @@ def install(fake_all: bool = False, fake_llm: bool = False) -> None:
             registry.CHAT_MODELS.register(name, EchoChat)
 
 
+def fake_full_state_disk(flag: Path) -> None:
+    """Writes to the job queue fail as on a full disk while ``flag`` exists (this process)."""
+    real_tx = JobStore.tx
+
+    @contextlib.contextmanager
+    def tx(self):
+        if flag.exists():
+            with real_tx(self):
+                raise sqlite3.OperationalError("database or disk is full")
+        with real_tx(self) as db:
+            yield db
+
+    JobStore.tx = tx  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     fake_all = "--fake-all" in args
@@ -152,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args = [a for a in args if a not in ("--fake-all", "--fake-llm")]
     install(fake_all, fake_llm)
+    if os.environ.get("MINUTESD_FAKE_STATE_FULL"):
+        fake_full_state_disk(Path(os.environ["MINUTESD_FAKE_STATE_FULL"]))
     return cli_main(args)
 
 

@@ -214,3 +214,14 @@ def hangup_server():
         stop.set()
         th.join(2)
         listener.close()
+
+
+# Tables that tests hand to the end of the run (e.g. the hostile-inbox table): (title, lines).
+REPORTS: list[tuple[str, list[str]]] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for title, lines in REPORTS:
+        terminalreporter.section(title)
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -154,7 +154,7 @@ def test_readers_see_committed_state_while_a_writer_is_busy(tmp_path):
 def test_environment_problems_are_recognised():
     e = environment_problem(OSError(errno.ENOSPC, "No space left on device", "/srv/a"))
     assert isinstance(e, EnvironmentProblem) and e.kind == "disk full" and e.path == "/srv/a"
-    assert "Nothing is lost" in str(e) and "free some space" in str(e)
+    assert "Nothing is lost" in str(e) and "free space on the disk holding /srv/a" in str(e)
     assert environment_problem(PermissionError(errno.EACCES, "Permission denied")).kind == \
         "permission denied"
     assert environment_problem(sqlite3.OperationalError("database or disk is full")).kind == \
@@ -200,3 +200,29 @@ def test_move_across_file_systems_copies_then_removes(tmp_path, monkeypatch):
     assert not src.exists() and dest.read_bytes() == b"x" * 5000
     assert int(dest.stat().st_mtime) == 1_600_000_000  # kept: it may date the meeting
     assert not list(dest.parent.glob(".*minutesd-copy"))
+
+
+def test_a_repeated_error_is_logged_once_then_counted():
+    from daemon.logs import RepeatLog
+
+    lines: list[tuple[str, dict]] = []
+
+    class Log:
+        def error(self, event, **kw):
+            lines.append((event, kw))
+
+        info = error
+
+    now = [0.0]
+    r = RepeatLog(Log(), interval_s=60, recover_after_s=5, clock=lambda: now[0])
+    for _ in range(241):  # a minute of ticks at 4 a second
+        r.error("main loop error", error="disk full")
+        now[0] += 0.25
+        r.ok()  # a tick in between that worked is not a recovery
+    assert [e for e, _ in lines] == ["main loop error",
+                                     "main loop error (repeated 240 times in the last 60 s)"]
+    now[0] += 10
+    r.ok()
+    assert [e for e, _ in lines][-1] == "main loop error: recovered"
+    r.error("main loop error", error="another")
+    assert lines[-1] == ("main loop error", {"error": "another"})

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-import daemon.service.filing as filing_mod
 from daemon.archive.local import LocalArchive
+from daemon.confined import Confined
 from daemon.report import collect_status
 from daemon.service.lifecycle import Service
 from daemon.service.queue import DB_NAME, JobStore
@@ -192,16 +192,16 @@ def test_disk_full_is_reported_and_loses_nothing(tmp_path):
 
 def test_permission_denied_moving_the_original_waits(tmp_path, monkeypatch):
     s = settings_for(tmp_path, max_attempts=1)
-    real = filing_mod.move_file
+    real = Confined.move_out
     denied = {"n": 2}
 
-    def move(src, dest):
+    def move(self, src, dest, expect=None):
         if "processed" in str(dest) and denied["n"] > 0:
             denied["n"] -= 1
             raise PermissionError(errno.EACCES, "Permission denied", str(dest.parent))
-        return real(src, dest)
+        return real(self, src, dest, expect)
 
-    monkeypatch.setattr(filing_mod, "move_file", move)
+    monkeypatch.setattr(Confined, "move_out", move)
     r = Running(s)
     r.svc.monitor.first_wait_s = 0.2
     with r:

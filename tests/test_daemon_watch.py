@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.confined import Confined, NotConfined
 from daemon.settings import DEFAULT_IGNORE
 from daemon.watch import InboxWatcher, StabilityTracker, ignored, scan
 
@@ -153,3 +154,63 @@ def test_polling_observer_for_network_shares(tmp_path):
         assert any(k == "created" and p.name == "a.mp3" for k, p in got)
     finally:
         w.stop()
+
+
+def test_a_writer_that_paused_and_appended_again_is_waited_for_longer(tmp_path):
+    clock = Clock()
+    tr = StabilityTracker(1.0, clock)
+    f = tmp_path / "rec.mp3"
+    f.write_bytes(b"x")
+    tr.touch(f, "closed")
+    clock.t += 1.0
+    assert tr.ready() == [f]  # looked complete: taken
+    clock.t += 2.0
+    with open(f, "ab") as fh:  # ...but the recorder reopens it and appends after 3 s
+        fh.write(b"y")
+    tr.touch(f, "modified")
+    tr.touch(f, "closed")
+    assert tr.wait_s(f) == 6.0  # twice the pause seen
+    clock.t += 5.9
+    assert tr.ready() == []
+    clock.t += 0.2
+    assert tr.ready() == [f]
+
+
+def test_short_pauses_do_not_change_the_rule(tmp_path):
+    clock = Clock()
+    tr = StabilityTracker(5.0, clock)
+    f = tmp_path / "rec.mp3"
+    f.write_bytes(b"x")
+    tr.touch(f)
+    clock.t += 4.0
+    f.write_bytes(b"xy")
+    tr.touch(f, "modified")
+    assert tr.wait_s(f) == 5.0
+
+
+def test_confined_never_follows_a_link(tmp_path):
+    inbox, outside = tmp_path / "inbox", tmp_path / "outside"
+    (inbox / "real").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.mp3").write_text("secret")
+    (inbox / "real" / "ok.mp3").write_text("ok")
+    os.symlink(outside, inbox / "d")
+    os.symlink(outside / "secret.mp3", inbox / "f.mp3")
+    c = Confined(inbox)
+    with c.open(inbox / "real" / "ok.mp3") as (fd, st):
+        assert os.read(fd, 10) == b"ok" and st.st_size == 2
+    for bad in ("d/secret.mp3", "f.mp3", "../outside/secret.mp3", str(outside / "secret.mp3")):
+        with pytest.raises(OSError), c.open(bad):
+            pass
+        assert c.lstat(bad) is None
+    assert [str(p.relative_to(inbox)) for p in scan(c, [])] == ["real/ok.mp3"]
+    # moving out: a folder swapped for a link after the file was seen moves nothing outside
+    os.rename(inbox / "real", tmp_path / "moved-away")
+    os.symlink(outside, inbox / "real")
+    (outside / "ok.mp3").write_text("outside")
+    with pytest.raises(OSError):
+        c.move_out(inbox / "real" / "ok.mp3", tmp_path / "processed" / "ok.mp3")
+    assert (outside / "ok.mp3").read_text() == "outside"
+    assert not (tmp_path / "processed" / "ok.mp3").exists()
+    with pytest.raises(NotConfined):
+        c.rel(tmp_path / "elsewhere.mp3")

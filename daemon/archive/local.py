@@ -25,9 +25,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from daemon import sqlite
 from daemon.archive.base import HIT_END, HIT_START, ArchiveRecord, SearchHit, folder_name
+from daemon.errors import environment_problem
 from daemon.faults import crash_point
 from daemon.files import fsync_dir
 from daemon.output import atomic_write, write_minutes, write_transcript
@@ -122,8 +124,14 @@ class LocalArchive:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, sqlite.immediate(self.db()) as db:
-            yield db
+        try:
+            with self._lock, sqlite.immediate(self.db()) as db:
+                yield db
+        except sqlite3.OperationalError as exc:  # "disk is full" names no file: name ours
+            env = environment_problem(exc)
+            if env is None:
+                raise
+            raise env.at(str(self.root)) from exc
 
     # ------------------------------------------------------------------ Archive
 
@@ -243,6 +251,26 @@ class LocalArchive:
             if r["state"] == "done" and self._marker_key(f) != r["key"]:
                 problems.append(f"indexed meeting missing or changed on disk: {f}")
         return problems
+
+    def meetings_on_disk(self) -> list[dict[str, Any]]:
+        """Every meeting folder, read from the folders themselves (their markers), not the
+        index: key (the recording's sha256), source, date, time, title, folder."""
+        out = []
+        for m in sorted(self.root.glob(f"[0-9][0-9][0-9][0-9]/[0-9][0-9]/*/{MARKER}")):
+            try:
+                marker = json.loads(m.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if not isinstance(marker, dict) or not marker.get("key"):
+                continue
+            title = None
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                title = json.loads((m.parent / "minutes.json").read_text(encoding="utf-8")
+                                   ).get("title")
+            out.append({"key": marker["key"], "source": marker.get("source") or "",
+                        "date": marker.get("date"), "time": marker.get("time"),
+                        "title": title, "folder": str(m.parent)})
+        return out
 
     def clean_staging(self) -> int:
         """Remove staging folders of keys no longer being written (after a crash)."""

@@ -8,17 +8,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from daemon.confined import Confined, NotConfined
 from daemon.errors import environment_problem
 from daemon.faults import crash_point
-from daemon.files import fit_name, is_within, move_file, unique_path
+from daemon.files import fit_name, unique_path
 from daemon.output import atomic_write
 from daemon.service.queue import Job, JobStore
 from daemon.settings import DaemonSettings
+
+
+def as_text(name: str) -> str:
+    """A file name as text the queue and JSON can hold (undecodable bytes as ``\\xNN``)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def iso(ts: float | None = None) -> str:
@@ -26,9 +34,14 @@ def iso(ts: float | None = None) -> str:
 
 
 class Filing:
-    def __init__(self, cfg: DaemonSettings, store: JobStore, log):
+    def __init__(self, cfg: DaemonSettings, store: JobStore, log,
+                 spool_done: Callable[[str], None] = lambda sha: None):
         self.cfg = cfg
         self.inbox = cfg.resolved("inbox")
+        self.confined = Confined(self.inbox)
+        self.spool_done = spool_done  # the job's spool copy is no longer needed
+        # Inbox files whose job found them changed: intake looks at them again at once.
+        self.retake: queue.SimpleQueue[Path] = queue.SimpleQueue()
         self.processed = cfg.resolved("processed")
         self.failed = cfg.resolved("failed")
         self.duplicates = cfg.resolved("duplicates")
@@ -49,34 +62,72 @@ class Filing:
 
     # ------------------------------------------------------------------ processed/
 
+    def in_inbox(self, path: Path | str) -> bool:
+        """Lexically under the inbox (where the job found it), links not looked at."""
+        try:
+            self.confined.rel(path)
+        except NotConfined:
+            return False
+        return True
+
     def file_original(self, job: Job, log) -> dict[str, Any]:
-        """Move the original to processed/ (destination recorded first), or keep it."""
+        """Move the original to processed/ (destination recorded first), or keep it. Only
+        the very content that was processed is filed: a file rewritten since (even with the
+        same size and mtime) stays in the inbox and is taken as a new recording."""
         if self.cfg.keep_originals:
+            self.spool_done(job.sha256)
             return {}
         src = Path(job.path)
-        if not is_within(src, self.inbox) and job.dest_path is None:
+        if not self.in_inbox(src) and job.dest_path is None:
+            self.spool_done(job.sha256)
             return {}  # already filed
         dest = Path(job.dest_path) if job.dest_path else None
         if dest is None:
             dest = unique_path(self.processed / self.rel(src).parent, fit_name(job.name))
             self.store.set_dest(job.sha256, str(dest))
-        try:
-            st = os.stat(src)
-        except FileNotFoundError:
+        st = self.confined.lstat(src)
+        if st is None:
             if dest.exists():
+                self.spool_done(job.sha256)
                 return {"path": str(dest)}  # moved before a crash; only the record was missing
             log.warning("the original vanished from the inbox after archiving", path=str(src))
+            self.spool_done(job.sha256)
             return {}
-        if (st.st_size, st.st_mtime_ns) != (job.size, job.mtime_ns):
-            log.warning("a different file now has the original's name; left in the inbox",
-                        path=str(src))
+        if (st.st_size, st.st_mtime_ns) != (job.size, job.mtime_ns) or \
+                not self._same_content(job, src):
+            log.warning("the file in the inbox no longer holds the recording that was archived;"
+                        " left there, and taken as a new recording", path=str(src))
+            self.store.update_stat(job.sha256, -1, -1)  # not "this file" any more
+            self.store.set_dest(job.sha256, None)
+            self.spool_done(job.sha256)
+            self.retake.put(src)
             return {}
         if dest.exists() and dest.stat().st_size == st.st_size:
-            os.unlink(src)  # a cross-device copy finished before a crash: drop the source
+            self.confined.unlink(src, expect=st)  # a cross-device copy finished before a crash
+            self.spool_done(job.sha256)
             return {"path": str(dest)}
-        move_file(src, dest)
+        self.confined.move_out(src, dest, expect=st)
         crash_point("done:moved")
+        self.spool_done(job.sha256)
         return {"path": str(dest)}
+
+    def _same_content(self, job: Job, src: Path) -> bool:
+        h = hashlib.sha256()
+        try:
+            with self.confined.open(src) as (fd, _st):
+                while block := os.read(fd, 1 << 20):
+                    h.update(block)
+        except OSError:
+            return False
+        return h.hexdigest() == job.sha256
+
+    def cancel_job(self, job: Job, reason: str) -> None:
+        """The recording went away or changed before it was archived: the job ends, and what
+        is in the inbox now (if anything) is looked at again as a new recording."""
+        self.store.cancel(job.sha256, reason)
+        self.store.update_stat(job.sha256, -1, -1)
+        self.spool_done(job.sha256)
+        self.retake.put(Path(job.path))
 
     # ------------------------------------------------------------------ failed/
 
@@ -85,7 +136,8 @@ class Filing:
         is finished at the next start and the file is never retried by mistake."""
         src = Path(job.path)
         dest = unique_path(self.failed / self.rel(src).parent, fit_name(job.name)) \
-            if src.exists() and is_within(src, self.inbox) else None
+            if self.in_inbox(src) and self.confined.exists(src) else None
+        self.spool_done(job.sha256)
         history = [{"time": iso(e["at"]), "kind": e["kind"], "step": e["step"],
                     "detail": json.loads(e["detail"]) if e["detail"] else None}
                    for e in reversed(self.store.events(sha=job.sha256, limit=20))]
@@ -101,7 +153,7 @@ class Filing:
         try:
             if dest is not None:
                 self.write_error_json(dest, info)
-                move_file(src, dest)
+                self.confined.move_out(src, dest)
                 self.store.finish_move(job.sha256, str(dest))
             else:
                 self.write_error_json(unique_path(self.failed, fit_name(job.name)), info)
@@ -112,31 +164,34 @@ class Filing:
                        attempts=info["attempts"], moved_to=str(dest) if dest else None)
 
     def reject(self, path: Path, error: str) -> None:
-        """A file refused before it became a job (empty): to failed/ with its error.json."""
+        """A file refused before it became a job (empty, too large, a name that is not text):
+        to failed/ with its error.json."""
         rel = self.rel(path)
-        sha = hashlib.sha256(b"").hexdigest()  # only empty files are refused before hashing
+        name = as_text(path.name)
+        sha = hashlib.sha256(b"").hexdigest()  # not read: it is refused on what it is
         dest = unique_path(self.failed / rel.parent, fit_name(path.name))
-        info = {"file": path.name, "sha256": sha, "step": "received", "attempts": 0,
-                "error": error, "permanent": True, "time": iso(), "inbox_path": str(path)}
+        info = {"file": name, "sha256": None, "step": "received", "attempts": 0,
+                "error": error, "permanent": True, "time": iso(),
+                "inbox_path": as_text(str(path))}
         try:
             self.write_error_json(dest, info)
-            move_file(path, dest)
+            self.confined.move_out(path, dest)
         except OSError as exc:
-            self.log.error("could not move a rejected file to failed/", file=str(rel),
+            self.log.error("could not move a rejected file to failed/", file=as_text(str(rel)),
                            error=str(environment_problem(exc) or exc))
             return
-        self.store.note("failed", sha, path.name, "received", {"error": error,
-                                                               "moved_to": str(dest)})
-        self.log.error("rejected: moved to failed/", file=str(rel), job=sha[:12], error=error,
-                       moved_to=str(dest))
+        self.store.note("failed", sha, name, "received", {"error": error,
+                                                          "moved_to": as_text(str(dest))})
+        self.log.error("rejected: moved to failed/", file=as_text(str(rel)), error=error,
+                       moved_to=as_text(str(dest)))
 
     def finish_failed_moves(self) -> None:
         """Failed jobs whose move to failed/ a crash interrupted."""
         for job in self.store.jobs("state='failed' AND dest_path IS NOT NULL AND path != dest_path"):
             src, dest = Path(job.path), Path(job.dest_path or "")
             try:
-                if src.exists() and not dest.exists():
-                    move_file(src, dest)
+                if self.in_inbox(src) and self.confined.exists(src) and not dest.exists():
+                    self.confined.move_out(src, dest)
                 if dest.exists():
                     self.store.finish_move(job.sha256, str(dest))
             except OSError as exc:
@@ -149,7 +204,7 @@ class Filing:
         """Same content as an earlier file: aside into duplicates/, noted, no second minutes."""
         dest = unique_path(self.duplicates / self.rel(path).parent, fit_name(path.name))
         try:
-            move_file(path, dest)
+            self.confined.move_out(path, dest)
         except OSError as exc:
             log.error("duplicate recording, but it could not be moved aside",
                       error=str(environment_problem(exc) or exc))

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import Any
+
+from daemon.errors import EnvironmentProblem
 
 
 def backoff(attempt: int, base_s: float, max_s: float) -> float:
@@ -25,6 +28,8 @@ class Health:
         self.max_wait_s = max_wait_s
         self.publish = publish  # e.g. into the queue's heartbeat row, for `status`
         self.problem: str | None = None
+        # For an environment problem: {"kind", "path", "fix"} (status says "blocked" on it)
+        self.detail: dict[str, Any] | None = None
         self._waits = 0
 
     def wait_s(self) -> float:
@@ -36,13 +41,16 @@ class Health:
         self._waits += 1
         return self.wait_s()
 
-    def set(self, problem: str | None) -> None:
-        if problem == self.problem:
+    def set(self, problem: str | BaseException | None) -> None:
+        detail = ({"kind": problem.kind, "path": problem.path, "fix": problem.fix}
+                  if isinstance(problem, EnvironmentProblem) else None)
+        text = None if problem is None else str(problem)
+        if text == self.problem:
             return
-        self.problem = problem
+        self.problem, self.detail = text, detail
         if problem is None:
             self._waits = 0
             self.log.info("healthy again")
         if self.publish is not None:
             with contextlib.suppress(Exception):  # the state disk may be the problem itself
-                self.publish(problem)
+                self.publish(text)

@@ -1,43 +1,46 @@
 """Taking files from the inbox: which files, when they are complete, and into the queue.
 
 Events from the watcher and full rescans feed a :class:`~daemon.watch.StabilityTracker`;
-a file it calls complete is hashed into the job queue as a new job, noted as a duplicate
-(moved aside), taken again after it failed, or refused (empty). Nothing here runs a model.
+a file it calls complete is copied into the spool while it is hashed (read once, through a
+descriptor opened without following links: :mod:`daemon.confined`, :mod:`daemon.service.spool`)
+and becomes a new job, is noted as a duplicate (moved aside), is taken again after it failed,
+or is refused (empty, too large, a name that is not text). Nothing here runs a model.
 """
 
 from __future__ import annotations
 
-import os
-import stat
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from daemon.confined import NotConfined
 from daemon.errors import environment_problem
 from daemon.faults import crash_point
-from daemon.files import sha256_file
 from daemon.pipeline import meeting_when
-from daemon.service.filing import Filing
+from daemon.service.filing import Filing, as_text
 from daemon.service.queue import Job, JobStore
+from daemon.service.spool import Spool
 from daemon.settings import Settings
 from daemon.watch import StabilityTracker, scan
 
 
 class Intake:
-    def __init__(self, settings: Settings, store: JobStore, filing: Filing, log,
+    def __init__(self, settings: Settings, store: JobStore, filing: Filing, spool: Spool, log,
                  stop_event: threading.Event, work_event: threading.Event,
                  keepalive: Callable[[], None] = lambda: None):
         self.settings = settings
         self.cfg = settings.daemon
         self.inbox = self.cfg.resolved("inbox")
+        self.confined = spool.inbox
         self.store = store
         self.filing = filing
+        self.spool = spool
         self.log = log
         self.stop_event = stop_event
         self.work_event = work_event
         self.keepalive = keepalive  # pings systemd's watchdog while a big file is hashed
-        self.tracker = StabilityTracker(self.cfg.stable_seconds)
+        self.tracker = StabilityTracker(self.cfg.stable_seconds, stat=self.confined.lstat)
         self.last_rescan = 0.0
         self._warned: dict[Path, tuple[int, int]] = {}
 
@@ -45,20 +48,24 @@ class Intake:
 
     def events(self, events: list[tuple[str, Path]], polling: bool) -> None:
         """What the watcher saw since the last call."""
+        while not self.filing.retake.empty():
+            self.tracker.changed_after_taken(self.filing.retake.get())
         for kind, path in events:
             if kind == "deleted":
                 self.tracker.forget(path)
-            elif kind == "scan":
-                for p in scan(path, self.cfg.ignore) if path.is_dir() else [path]:
-                    self.consider(p)
+            elif kind == "scan":  # a folder appeared: walked from the inbox, links unfollowed
+                self.rescan()
             else:  # polling sees sizes and times only: stability is all it can judge
                 self.tracker.touch(path, "scan" if polling else kind)
 
     def consider(self, path: Path) -> None:
         """A file found by a scan: skip it cheaply if a job already took it."""
-        try:
-            st = os.stat(path)
-        except OSError:
+        st = self.confined.lstat(path)
+        if st is None:
+            return
+        if not _is_text(str(path)):  # refused by receive(); the queue cannot hold the name
+            if path not in self.tracker.pending:
+                self.tracker.touch(path)
             return
         if self.store.find_file(str(path), st.st_size, st.st_mtime_ns) is not None:
             return
@@ -68,8 +75,11 @@ class Intake:
     def rescan(self) -> None:
         self.last_rescan = time.monotonic()
         try:
-            for p in scan(self.inbox, self.cfg.ignore):
-                self.consider(p)
+            for p in scan(self.confined, self.cfg.ignore):
+                try:
+                    self.consider(p)
+                except Exception as exc:  # one odd file must not keep the others out
+                    self._file_error(p, exc)
         except OSError as exc:
             self.log.error("cannot scan the inbox", inbox=str(self.inbox),
                            error=str(environment_problem(exc) or exc))
@@ -79,24 +89,37 @@ class Intake:
         for path in self.tracker.ready():
             if self.stop_event.is_set():
                 break
-            self.receive(path)
+            try:
+                self.receive(path)
+            except Exception as exc:  # one odd file must not keep the others out
+                self._file_error(path, exc)
+
+    def _file_error(self, path: Path, exc: Exception) -> None:
+        self.log.error("cannot take a file from the inbox; it stays there",
+                       file=as_text(str(self.filing.rel(path))),
+                       error=str(environment_problem(exc) or exc), kind=type(exc).__name__)
 
     # ------------------------------------------------------------------ taking a file
 
     def receive(self, path: Path) -> Job | None:
-        """A complete file: hash it into the queue (or note a duplicate, or reject it)."""
+        """A complete file: copy and hash it into the queue (or note a duplicate, or reject)."""
         rel = self.filing.rel(path)
-        log = self.log.bind(file=str(rel))
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
+        log = self.log.bind(file=as_text(str(rel)))
+        st = self.confined.lstat(path)
+        if st is None:
+            return None  # gone, or a link / FIFO / device / socket: never taken (nor moved)
+        if not _is_text(str(path)):
+            self.filing.reject(path, "the file name is not valid UTF-8 text; rename the file "
+                               "and drop it again")
             return None
-        if not stat.S_ISREG(st.st_mode):
-            return None  # symlinks, fifos, sockets: never taken (nor moved)
         if self.store.find_file(str(path), st.st_size, st.st_mtime_ns) is not None:
             return None
         if st.st_size == 0:
             self.filing.reject(path, "empty file (0 bytes)")
+            return None
+        if self.cfg.max_file_mb and st.st_size > self.cfg.max_file_mb * 1e6:
+            self.filing.reject(path, f"larger than daemon.max_file_mb ({self.cfg.max_file_mb} MB):"
+                               f" {st.st_size / 1e6:.0f} MB")
             return None
 
         def tick() -> None:
@@ -105,27 +128,29 @@ class Intake:
                 raise InterruptedError("stopping")
 
         try:
-            sha = sha256_file(path, on_block=tick)
+            taken = self.spool.take(path, on_block=tick)
         except InterruptedError:
-            return None  # SIGTERM while hashing a big file: taken again at the next start
+            return None  # SIGTERM while reading a big file: taken again at the next start
+        except NotConfined:
+            return None  # swapped for a link or a special file since it was looked at
         except OSError as exc:
             env = environment_problem(exc)
             key = (st.st_size, st.st_mtime_ns)
             if self._warned.get(path) != key:
                 self._warned[path] = key
-                log.error("cannot read a file in the inbox; it stays there",
+                log.error("cannot take a file from the inbox; it stays there",
                           error=str(env or exc))
+            self.tracker.touch(path)  # tried again once it has been stable again
             return None
         self._warned.pop(path, None)
-        try:
-            st2 = os.stat(path)
-        except FileNotFoundError:
+        if taken is None or (taken.size, taken.mtime_ns) != (st.st_size, st.st_mtime_ns):
+            if taken is not None and self.store.get(taken.sha256) is None:
+                self.spool.remove(taken.sha256)
+            self.tracker.touch(path)  # changed while being read: not complete yet
             return None
-        if (st2.st_size, st2.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
-            self.tracker.touch(path)  # changed while hashing: not complete yet
-            return None
+        sha = taken.sha256
         log = log.bind(job=sha[:12])
-        date, hhmm = meeting_when(path, self.settings.minutes.date)
+        date, hhmm = meeting_when(taken.copy, self.settings.minutes.date, name=path.name)
         existing = self.store.get(sha)
         if existing is None:
             job = self.store.add(sha, path.name, str(path), st.st_size, st.st_mtime_ns,
@@ -141,10 +166,21 @@ class Intake:
                      resumes_after=job.step)
             self.work_event.set()
             return job
+        if existing.state not in ("queued", "running"):
+            self.spool.remove(sha)  # done: the copy just taken is not needed
         if existing.path == str(path):
             # The same file, touched (mtime changed, content not): remember its new mtime so
-            # it is neither hashed again at every rescan nor cancelled as changed.
+            # it is neither taken again at every rescan nor cancelled as changed.
             self.store.update_stat(sha, st.st_size, st.st_mtime_ns)
             return None
         self.filing.move_duplicate(path, sha, existing, log)
         return None
+
+
+def _is_text(name: str) -> bool:
+    """A name the queue, the logs and the archive can hold (not undecodable bytes)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

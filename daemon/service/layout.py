@@ -10,7 +10,6 @@ from daemon.files import is_within
 from daemon.settings import Settings
 
 HEARTBEAT_S = 5.0  # how often the running daemon writes its heartbeat (status reads it)
-LOCK_NAME = "minutesd.lock"
 
 
 class LayoutError(OperatorError):

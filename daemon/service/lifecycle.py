@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
-import fcntl
 import logging
 import os
 import signal
@@ -33,32 +32,33 @@ from typing import Any
 from daemon import registry
 from daemon.archive.base import Archive
 from daemon.archive.local import LocalArchive
+from daemon.confined import Confined
 from daemon.errors import (
     EXIT_ERROR,
     EXIT_OK,
-    EXIT_USAGE,
     OperatorError,
     describe,
     environment_problem,
 )
-from daemon.logs import get_logger
+from daemon.files import is_within
+from daemon.logs import RepeatLog, get_logger
 from daemon.notify import Notifier
 from daemon.protocols import Processing
 from daemon.service.filing import Filing
 from daemon.service.health import Health
 from daemon.service.intake import Intake
-from daemon.service.layout import HEARTBEAT_S, LOCK_NAME, check_layout, daemon_folders
+from daemon.service.layout import HEARTBEAT_S, check_layout, daemon_folders
+from daemon.service.locks import Locks
 from daemon.service.queue import DB_NAME, Job, JobStore
+from daemon.service.rebuild import open_queue
 from daemon.service.runner import StepRunner, Worker
+from daemon.service.spool import SPOOL_NAME, Spool
+from daemon.service.statusfile import STATUS_NAME, StatusFile
 from daemon.service.uploads import Uploader
 from daemon.settings import Settings
 from daemon.watch import InboxWatcher
 
 ProcessorFactory = Callable[[Settings, Any], Processing]
-
-
-class AlreadyRunning(OperatorError):
-    exit_code = EXIT_USAGE
 
 
 class _ToStructlog(logging.Handler):
@@ -102,7 +102,12 @@ class Service:
         self.workers: list[Worker] = []
         self.uploaders: list[Uploader] = []
         self._signals = 0
-        self._lock_fd: int | None = None
+        self.locks = Locks(self.state_dir, self.inbox, self.log)
+        self.statusfile = StatusFile(self.state_dir / STATUS_NAME)
+        self._phase = "starting"
+        self._started_at = time.time()
+        self.loop_errors = RepeatLog(self.log)
+        self._heartbeat_failed = False
         self._loader: threading.Thread | None = None
         self._last_heartbeat = 0.0
         self._last_orphan_check = 0.0
@@ -115,26 +120,23 @@ class Service:
         return self.monitor.problem
 
     def _publish_health(self, problem: str | None) -> None:
+        self.write_status()
         if self.store is not None:
             self.store.heartbeat("ready", health=problem)
+
+    def write_status(self, phase: str | None = None) -> None:
+        """The status file (in place, so it works on a full state disk; see statusfile)."""
+        if phase is not None:
+            self._phase = phase
+        self.statusfile.write({
+            "pid": os.getpid(), "phase": self._phase, "started_at": self._started_at,
+            "health": self.health, "blocked": self.monitor.detail,
+            "info": self.backends() if self.mirrors is not None else {}})
 
     # ------------------------------------------------------------------ set-up
 
     def folders(self) -> dict[str, Path]:
         return daemon_folders(self.settings, getattr(self.archive, "root", None))
-
-    def _lock(self) -> None:
-        self._lock_fd = os.open(self.state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = os.pread(self._lock_fd, 32, 0).decode(errors="replace").strip()
-            os.close(self._lock_fd)
-            self._lock_fd = None
-            raise AlreadyRunning(f"another minutesd run (pid {other or '?'}) holds "
-                                 f"{self.state_dir / LOCK_NAME}") from None
-        os.ftruncate(self._lock_fd, 0)
-        os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
 
     def open(self) -> list[Job]:
         """Folders, the instance lock, the queue; jobs a dead process left running."""
@@ -142,15 +144,23 @@ class Service:
         check_layout(folders)
         for p in folders.values():
             p.mkdir(parents=True, exist_ok=True)
-        self._lock()
-        self.store = store = JobStore(self.state_dir / DB_NAME)
+        self.locks.take_instance()
+        self.locks.take_inbox()
+        with contextlib.suppress(OSError):  # without it, status falls back to the heartbeat
+            self.statusfile.open()
+        self.write_status("starting")
+        self.store = store = open_queue(self.state_dir / DB_NAME, self.archive, folders,
+                                        self.log)
         if self.mirrors is None:
             self.mirrors = registry.build_mirrors(self.settings)
-        self.filing = Filing(self.cfg, store, self.log)
-        self.intake = Intake(self.settings, store, self.filing, self.log, self.stop_event,
+        # The copy must fit; daemon.min_free_mb is then the step runner's to enforce.
+        self.spool = spool = Spool(self.state_dir / SPOOL_NAME, Confined(self.inbox))
+        self.filing = Filing(self.cfg, store, self.log, spool_done=spool.remove)
+        self.intake = Intake(self.settings, store, self.filing, spool, self.log, self.stop_event,
                              self.work_event, keepalive=self.notifier.watchdog)
         self.runner = StepRunner(self.cfg, store, self.archive, [m.name for m in self.mirrors],
-                                 self.filing, self.monitor, folders, self.log, self.stop_event)
+                                 self.filing, self.monitor, folders, self.log, self.stop_event,
+                                 sources=spool)
         store.heartbeat("starting", info=self.backends(), started=True)
         if store.recover_uploads():
             self.log.warning("resuming uploads interrupted by a crash or kill")
@@ -160,6 +170,9 @@ class Service:
                              file=job.name, last_step=job.step, interrupted_step=job.current_step,
                              attempts=job.attempts)
         self.filing.finish_failed_moves()
+        active = {j.sha256 for j in store.jobs("state IN ('queued','running')", limit=1_000_000)}
+        if spool.clean(keep=active):
+            self.log.info("removed recording copies no job needs", folder=str(spool.folder))
         if isinstance(self.archive, LocalArchive):
             self.archive.clean_staging()
         return recovered
@@ -232,9 +245,11 @@ class Service:
             self.open()
         except OperatorError as exc:
             self.log.error("cannot start", error=str(exc), state_dir=str(self.state_dir))
+            self._not_started()
             return exc.exit_code or EXIT_ERROR
         except Exception as exc:  # noqa: BLE001 - say why, exit non-zero
             self.log.error("cannot start", error=describe(exc), state_dir=str(self.state_dir))
+            self._not_started()
             return EXIT_ERROR
         store = self.store
         assert store is not None and self.intake is not None and self.runner is not None
@@ -243,6 +258,7 @@ class Service:
                 return self._stop_while_loading()
         except Exception as exc:
             self.log.error("models failed to load", error=str(exc), kind=type(exc).__name__)
+            self.write_status("stopped")
             store.heartbeat("stopped", health=f"models failed to load: {exc}")
             return EXIT_ERROR
         self.watcher = InboxWatcher(self.inbox, self.cfg.ignore, self.cfg.polling,
@@ -262,14 +278,19 @@ class Service:
         self.notifier.ready(self.status_line())
         self.log.info("ready", watch=self.watcher.mode, inbox=str(self.inbox),
                       queued=counts["queued"], done=counts["done"], failed=counts["failed"])
+        self.write_status("ready")
         while not self.stop_event.is_set():
             try:
                 self.tick()
             except Exception as exc:  # the main loop must survive anything a tick meets
                 env = environment_problem(exc)
-                self.log.error("main loop error", error=describe(exc), kind=type(exc).__name__)
+                # once, then a count: a full disk meets every tick, four times a second
+                self.loop_errors.error("main loop error", error=describe(exc),
+                                       kind=type(exc).__name__)
                 if env is not None:
-                    self.monitor.set(str(env))
+                    self.monitor.set(env)
+            else:
+                self.loop_errors.ok()
             self.stop_event.wait(0.25)
         return self.shutdown()
 
@@ -301,9 +322,15 @@ class Service:
         if now - self._last_orphan_check >= 60:
             self._last_orphan_check = now
             self._requeue_orphans()
-        if now - self._last_heartbeat >= HEARTBEAT_S:
+        if now - self._last_heartbeat >= HEARTBEAT_S or self._heartbeat_failed:
             self._last_heartbeat = now
+            self.write_status("ready")
+            self._heartbeat_failed = True  # until it is written: tried again at every tick
             self.store.heartbeat("ready", health=self.health)
+            self._heartbeat_failed = False
+            blocked = self.monitor.detail or {}
+            if blocked.get("path") and is_within(Path(blocked["path"]), self.state_dir):
+                self.monitor.set(None)  # the state folder takes writes again
             line = self.status_line()
             if line != self._status_text:
                 self._status_text = line
@@ -340,8 +367,15 @@ class Service:
 
     # ------------------------------------------------------------------ stopping
 
+    def _not_started(self) -> None:
+        if self.locks.instance_fd is not None:  # ours: say so, then let the next one start
+            self.write_status("stopped")
+        self.statusfile.close()
+        self.locks.release()
+
     def _stop_now(self, why: str) -> int:
         self.notifier.stopping(why)
+        self.write_status("stopped")
         if self.store is not None:
             with contextlib.suppress(Exception):
                 self.store.heartbeat("stopped")
@@ -395,7 +429,9 @@ class Service:
                 self.store.release(w.sha)
                 self.log.warning("step abandoned at shutdown; it is redone at the next start",
                                  job=w.sha[:12], step=w.step)
-        self.store.heartbeat("stopped", health=self.health)
+        self.write_status("stopped")
+        with contextlib.suppress(Exception):  # the state disk may be full
+            self.store.heartbeat("stopped", health=self.health)
         self.log.info("stopped", abandoned=len(stuck))
         if stuck:
             # Workers are inside native model code and cannot be interrupted; everything they
@@ -409,4 +445,6 @@ class Service:
         self.store.close()
         if isinstance(self.archive, LocalArchive):
             self.archive.close()
+        self.statusfile.close()
+        self.locks.release()
         return EXIT_OK

@@ -33,11 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from daemon import sqlite
+from daemon.errors import environment_problem
 from daemon.service.steps import ARCHIVED_STEPS, FIRST, LAST, NEXT_STEP, STEP_NAMES
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 UPLOAD_STATES = ("pending", "running", "done", "failed")
 DB_NAME = "jobs.sqlite3"
+CREATED_SUFFIX = ".created"  # jobs.sqlite3.created: the queue was made here once (rebuild.py)
 SCHEMA_VERSION = 2  # 2: uploads (mirrors)
 
 def _one_of(values: tuple[str, ...]) -> str:
@@ -169,8 +171,16 @@ class JobStore:
 
     @contextlib.contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, sqlite.immediate(self.db) as db:
-            yield db
+        """A write transaction. SQLite's "disk is full" names no file: this one names the
+        state folder, so the fix says where."""
+        try:
+            with self._lock, sqlite.immediate(self.db) as db:
+                yield db
+        except sqlite3.OperationalError as exc:
+            env = environment_problem(exc)
+            if env is None:
+                raise
+            raise env.at(str(self.path.parent)) from exc
 
     def _job(self, row: sqlite3.Row | None) -> Job | None:
         return Job(**dict(row)) if row is not None else None
@@ -248,6 +258,24 @@ class JobStore:
         job = self.get(sha)
         assert job is not None
         return job
+
+    def add_archived(self, sha: str, name: str, path: str, archive_ref: str,
+                     title: str | None, meeting_date: str | None,
+                     meeting_time: str | None) -> bool:
+        """A meeting found in the archive while rebuilding a lost queue: a finished job, so
+        the same content dropped again is recognised as a duplicate. False if known."""
+        now = time.time()
+        with self.tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO jobs (sha256, name, path, size, mtime_ns, state, step,"
+                " attempts, next_attempt_at, meeting_date, meeting_time, title, archive_ref,"
+                " created_at, updated_at, finished_at)"
+                " VALUES (?,?,?,0,0,'done',?,0,0,?,?,?,?,?,?,?)",
+                (sha, name, path, LAST, meeting_date, meeting_time, title, archive_ref,
+                 now, now, now))
+            if cur.rowcount:
+                self._event(db, "rebuilt", sha, name, LAST, {"archive": archive_ref})
+            return bool(cur.rowcount)
 
     def requeue(self, sha: str, name: str, path: str, size: int, mtime_ns: int,
                 meeting_date: str | None, meeting_time: str | None) -> Job:

@@ -42,11 +42,12 @@ from daemon.audio import probe_duration
 from daemon.errors import EnvironmentProblem, Handling, describe, handling_of, operator_problem
 from daemon.faults import crash_point
 from daemon.files import free_mb
+from daemon.logs import RepeatLog
 from daemon.protocols import Processing
 from daemon.service.filing import Filing
 from daemon.service.health import Health, backoff
 from daemon.service.queue import Job, JobStore
-from daemon.service.steps import BY_NAME, LAST, JobCancelled, Step, StepContext
+from daemon.service.steps import BY_NAME, LAST, JobCancelled, Sources, Step, StepContext
 from daemon.settings import DaemonSettings
 
 PREFLIGHT_FOLDERS = ("state_dir", "archive", "processed")
@@ -54,12 +55,18 @@ EXIT_STUCK = 3  # a step ran past its time budget: the job is in failed/, restar
 PROGRESS_EVERY_S = 60.0  # a "step still running" line this often during a long step
 
 
-def audio_seconds(job: Job) -> float | None:
-    """The recording's length: from its transcript once there is one, else its header."""
+def audio_seconds(job: Job, sources: Sources) -> float | None:
+    """The recording's length: from its transcript once there is one, else the header of
+    the job's spooled copy (never the inbox file itself: that is read only through the
+    confined descriptors)."""
     if job.transcript_json:
         with contextlib.suppress(ValueError, TypeError, AttributeError):
             return float(json.loads(job.transcript_json)["duration_s"])
-    return probe_duration(job.path)
+    try:
+        copy = sources.copy_of(job.sha256, job.name, Path(job.path))
+    except OSError:
+        return None
+    return probe_duration(copy) if copy is not None else None
 
 
 def _exit_stuck() -> None:
@@ -136,7 +143,8 @@ class StepWatch:
 class StepRunner:
     def __init__(self, cfg: DaemonSettings, store: JobStore, archive: Archive,
                  mirrors: list[str], filing: Filing, health: Health,
-                 folders: dict[str, Path], log, stop_event: threading.Event):
+                 folders: dict[str, Path], log, stop_event: threading.Event,
+                 sources: Sources):
         self.cfg = cfg
         self.store = store
         self.archive = archive
@@ -146,6 +154,7 @@ class StepRunner:
         self.folders = folders
         self.log = log
         self.stop_event = stop_event
+        self.sources = sources
 
     def preflight(self) -> None:
         """Below ``daemon.min_free_mb`` on an output disk: wait (before the disk is full)."""
@@ -169,7 +178,7 @@ class StepRunner:
         with structlog.contextvars.bound_contextvars(job=job.short, file=job.name):
             log = self.log
             ctx = StepContext(processor=processor, archive=self.archive, filing=self.filing,
-                              log=log)
+                              sources=self.sources, log=log)
             while job.step != LAST:
                 if self.stop_event.is_set():
                     store.release(job.sha256)
@@ -196,7 +205,7 @@ class StepRunner:
                         if not watch.finish():
                             threading.Event().wait()  # given up on: the process is exiting
                 except JobCancelled as exc:
-                    store.cancel(job.sha256, str(exc))
+                    self.filing.cancel_job(job, str(exc))
                     log.warning("job cancelled", reason=str(exc))
                     return
                 except Exception as exc:
@@ -219,7 +228,7 @@ class StepRunner:
         """The step's time budget (None: no limit) and the audio length it is for."""
         if step.budget(None, self.cfg.step_budget_factor) is None:
             return None, None
-        audio_s = audio_seconds(job)
+        audio_s = audio_seconds(job, self.sources)
         return step.budget(audio_s, self.cfg.step_budget_factor), audio_s
 
     def step_stuck(self, watch: StepWatch) -> None:
@@ -267,7 +276,7 @@ class StepRunner:
         problem = operator_problem(exc)
         assert problem is not None
         delay = self.health.next_wait_s() if count_wait else self.health.wait_s()
-        self.health.set(str(problem))
+        self.health.set(problem)
         where = ({"what": problem.kind, "path": problem.path, "detail": problem.detail}
                  if isinstance(problem, EnvironmentProblem) else
                  {"what": "needs the operator", "detail": str(problem).split(". Fix:")[0]})
@@ -289,6 +298,7 @@ class Worker(threading.Thread):
         self.sha: str | None = None
         self.step: str | None = None
         self.doing: str | None = None
+        self.queue_errors = RepeatLog(runner.log)
 
     def run(self) -> None:
         r = self.runner
@@ -296,9 +306,10 @@ class Worker(threading.Thread):
             try:
                 job = r.store.claim_next()
             except Exception as exc:  # the queue itself is unwell (disk full...): wait
-                r.log.error("cannot read the job queue", error=describe(exc))
+                self.queue_errors.error("cannot read the job queue", error=describe(exc))
                 r.stop_event.wait(r.health.wait_s())
                 continue
+            self.queue_errors.ok()
             if job is None:
                 self.work_event.wait(timeout=0.5)
                 self.work_event.clear()

@@ -15,7 +15,6 @@ queue's schema (its CHECK constraint), the order of the steps, the words the log
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from daemon.archive.base import Archive, ArchiveRecord
+from daemon.confined import Confined
 from daemon.progress import ProgressReporter
 from daemon.protocols import Processing
 from daemon.types import Minutes, SpeakerTranscript
@@ -51,34 +51,54 @@ class Filer(Protocol):
     def file_original(self, job: Any, log: Any) -> dict[str, Any]: ...
 
 
+class Sources(Protocol):
+    """The recordings' copies (:class:`daemon.service.spool.Spool`)."""
+
+    inbox: Confined
+
+    def copy_of(self, sha: str, name: str, inbox_path: Path) -> Path | None: ...
+
+    def unchanged(self, sha: str, inbox_path: Path) -> bool | None: ...
+
+
 @dataclass
 class StepContext:
     processor: Processing
     archive: Archive
     filing: Filer
+    sources: Sources
     log: Any
 
 
-def check_source(job: JobRecord) -> Path:
-    """The job's recording, still in place and unchanged since it was received."""
+def check_source(ctx: StepContext, job: JobRecord, content: bool = False) -> Path:
+    """The job's copy of its recording, while the inbox still holds that recording (the
+    same size and mtime; with ``content``, the same bytes). A recording removed from the
+    inbox or changed there cancels the job: the new content is taken as a new recording,
+    so a file that grows or is rewritten becomes one meeting, never two."""
     src = Path(job.path)
-    try:
-        st = os.stat(src)
-    except FileNotFoundError:
-        raise JobCancelled(f"{src} was removed from the inbox before it was processed") from None
+    st = ctx.sources.inbox.lstat(src)
+    if st is None:
+        raise JobCancelled(f"{src} was removed from the inbox before it was processed")
+    changed = JobCancelled(f"{src} changed after it was read; the new content is taken as a "
+                           "new recording")
     if (st.st_size, st.st_mtime_ns) != (job.size, job.mtime_ns):
-        raise JobCancelled(f"{src} changed after it was received; the new content is "
-                           "taken as a new recording")
-    return src
+        raise changed
+    if content and ctx.sources.unchanged(job.sha256, src) is False:
+        raise changed
+    copy = ctx.sources.copy_of(job.sha256, job.name, src)
+    if copy is None:
+        raise changed
+    return copy
 
 
 def transcribe(ctx: StepContext, job: JobRecord) -> dict[str, Any]:
-    src = check_source(job)
+    src = check_source(ctx, job)
     heard = ctx.processor.hear(src, progress=ProgressReporter(ctx.log, every_s=30.0))
     return {"transcript_json": json.dumps(heard.transcript.to_json(), ensure_ascii=False)}
 
 
 def write_minutes(ctx: StepContext, job: JobRecord) -> dict[str, Any]:
+    check_source(ctx, job)
     transcript = SpeakerTranscript.from_json(json.loads(job.transcript_json or "{}"))
     minutes, facts = ctx.processor.understand(transcript, Path(job.path))
     if job.meeting_date:
@@ -90,6 +110,7 @@ def write_minutes(ctx: StepContext, job: JobRecord) -> dict[str, Any]:
 
 
 def archive(ctx: StepContext, job: JobRecord) -> dict[str, Any]:
+    check_source(ctx, job, content=True)  # never archive a recording from its old content
     mdata = json.loads(job.minutes_json or "{}")
     rec = ArchiveRecord(
         key=job.sha256, source_name=job.name, minutes=Minutes.from_json(mdata),

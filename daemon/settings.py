@@ -28,6 +28,7 @@ from daemon.errors import EXIT_USAGE, OperatorError
 
 ENV_PREFIX = "MINUTESD__"
 SHIPPED_SETTINGS = Path(__file__).resolve().parent.parent / "settings.yaml"
+PROFILES_NAME = "voices.sqlite"
 
 
 class SettingsError(OperatorError):
@@ -141,6 +142,26 @@ class MinutesSettings(_Strict):
     def _date_text(cls, v: Any) -> Any:
         # YAML reads an unquoted 2026-03-04 (in the file or a MINUTESD__ override) as a date
         return v.isoformat() if isinstance(v, _dt.date) else v
+
+
+class SpeakerSettings(_Strict):
+    """``speakers``: recognising enrolled people by their voices (voice profiles)."""
+
+    voice_profiles: bool = True
+    profiles: Path | None = None
+    threshold: float = Field(0.85, ge=-1, le=1)
+    margin: float = Field(0.10, ge=0, le=2)
+    top_k: int = Field(3, ge=1, le=100)
+    min_speech_s: float = Field(3.0, gt=0)
+    max_speech_s: float = Field(30.0, gt=0)
+    edge_trim_s: float = Field(0.2, ge=0, le=5)
+
+    def resolved_profiles(self, daemon: DaemonSettings) -> Path:
+        """``profiles``, else ``voices.sqlite`` in the state directory (relative: under it)."""
+        if self.profiles is None:
+            return daemon.resolved_state_dir() / PROFILES_NAME
+        p = Path(os.path.expandvars(str(self.profiles))).expanduser()
+        return p if p.is_absolute() else daemon.resolved_state_dir() / p
 
 
 class LoggingSettings(_Strict):
@@ -257,6 +278,7 @@ class Settings(_Strict):
     turns: TurnSettings = TurnSettings()
     llm: LLMSettings = LLMSettings()
     minutes: MinutesSettings = MinutesSettings()
+    speakers: SpeakerSettings = SpeakerSettings()
     logging: LoggingSettings = LoggingSettings()
     daemon: DaemonSettings = DaemonSettings()
     archive: ArchiveSettings = ArchiveSettings()

@@ -19,7 +19,6 @@ from daemon.pipeline import Hearer, Processor
 from daemon.registry import build_voice_profiles
 from daemon.settings import Settings
 from daemon.types import (
-    Diarization,
     Segment,
     Speaker,
     SpeakerSegment,

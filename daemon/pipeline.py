@@ -10,7 +10,10 @@ of :mod:`daemon.types`.
                                                 └──MinutesWriter──▶ Minutes
 
 :class:`Hearer` is the hear half (decode, diarize, transcribe, join); :class:`Processor` adds
-the speaker names and the understand half. The daemon runs the two halves as separate,
+the speaker names and the understand half. With voice profiles on, the hear half also
+embeds each diarized speaker's clean speech with the diarizer's model
+(:class:`daemon.voices.recognizer.VoiceProfiles`), and naming matches those voices against
+the enrolled people before it reads the words. The daemon runs the two halves as separate,
 checkpointed steps (``hear``, then ``understand``). Models load in the backends'
 constructors, once per process; reuse a Hearer or Processor across files.
 """
@@ -38,6 +41,7 @@ from daemon.types import (
     SpeakerTranscript,
     StageTimes,
 )
+from daemon.voices.recognizer import VoiceProfiles
 
 # --------------------------------------------------------------------------- the hear half
 
@@ -45,10 +49,12 @@ from daemon.types import (
 class Hearer:
     """Decode → diarize → transcribe → join. Holds its models; reuse it across files."""
 
-    def __init__(self, settings: Settings, transcriber: Transcriber, diarizer: Diarizer):
+    def __init__(self, settings: Settings, transcriber: Transcriber, diarizer: Diarizer,
+                 voices: VoiceProfiles | None = None):
         self.settings = settings
         self.transcriber = transcriber
         self.diarizer = diarizer
+        self.voices = voices  # None: voice profiles off, nothing embedded
 
     def hear(self, path: str | Path, progress: Progress | None = None) -> HearResult:
         times = StageTimes()
@@ -82,7 +88,13 @@ class Hearer:
             source=audio.source,
         )
         times.join_s = time.perf_counter() - t0
-        return HearResult(result, raw, diarization, times)
+        heard = HearResult(result, raw, diarization, times)
+        if self.voices is not None:
+            t0 = time.perf_counter()
+            heard.voices = self.voices.embed_speakers(audio, diarization)
+            heard.voice_model = self.voices.model_id
+            times.voices_s = time.perf_counter() - t0
+        return heard
 
 
 def roster_prompt(settings: Settings) -> str | None:
@@ -153,8 +165,10 @@ class Processor:
         """Step 1: decode, diarize, transcribe, join, and name the speakers."""
         heard = self.hearer.hear(path, progress)
         t0 = time.perf_counter()
-        names, _evidence = assign_names(heard.transcript, self.settings.minutes.roster)
-        apply_names(heard.transcript, names)
+        voices = self.hearer.voices
+        matches = voices.recognize(heard.voices, heard.voice_model) if voices else {}
+        names, evidence = assign_names(heard.transcript, self.settings.minutes.roster, matches)
+        apply_names(heard.transcript, names, evidence, matches)
         heard.times.names_s = time.perf_counter() - t0
         return heard
 

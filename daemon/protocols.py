@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+import numpy as np
+
 from daemon.types import (
     Audio,
     ChatMessage,
@@ -37,6 +39,19 @@ class Diarizer(Protocol):
     name: str
 
     def diarize(self, audio: Audio, progress: Progress | None = None) -> Diarization: ...
+
+
+@runtime_checkable
+class VoiceEmbedder(Protocol):
+    """A speaker-embedding model (the diarizer's own). ``model_id`` names the model and its
+    recipe: embeddings of different ids are never compared."""
+
+    model_id: str
+
+    def embed(self, audio: Audio, spans: list[tuple[float, float]]) -> np.ndarray | None:
+        """One L2-normalised vector for the speech in ``spans`` (seconds; 16 kHz mono audio):
+        the mean of its windows' embeddings. None when the spans hold too little audio."""
+        ...
 
 
 @runtime_checkable

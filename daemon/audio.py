@@ -27,7 +27,24 @@ class AudioDecodeError(PermanentError):
         super().__init__(f"cannot decode {self.path}: {cause}")
 
 
-__all__ = ["SAMPLE_RATE", "Audio", "AudioDecodeError", "decode_audio"]
+__all__ = ["SAMPLE_RATE", "Audio", "AudioDecodeError", "decode_audio", "probe_duration"]
+
+
+def probe_duration(path: str | Path) -> float | None:
+    """The recording's length in seconds from its container header (nothing decoded), or
+    None when it cannot be read (then the caller decides without it)."""
+    import av
+
+    try:
+        with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+            if container.duration is not None:
+                return container.duration / av.time_base
+            streams = [s for s in container.streams if s.type == "audio"]
+            if streams and streams[0].duration is not None and streams[0].time_base:
+                return float(streams[0].duration * streams[0].time_base)
+    except (av.error.FFmpegError, OSError, ValueError):
+        return None
+    return None
 
 
 def decode_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> Audio:

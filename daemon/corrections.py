@@ -97,16 +97,26 @@ def _label(rec: ArchiveRecord, label: str) -> str:
     for s in rec.transcript.speakers:
         if s.id.lower() == low or (s.name and s.name.lower() == low):
             return s.id
-    m = re.fullmatch(r"(?:speaker[ _]?)?(\d+)", low)
+    m = re.fullmatch(r"speaker (\d+)", low)
+    if m and 1 <= int(m.group(1)) <= len(ids):
+        return ids[int(m.group(1)) - 1]  # "Speaker 2": the minutes' numbering
+    m = re.fullmatch(r"(?:speaker_?)?(\d+)", low)
     if m:
-        n = int(m.group(1))
-        for sid in ids:  # SPEAKER_01 for "1"...
-            if re.fullmatch(rf"speaker_0*{n}", sid.lower()):
+        for sid in ids:  # SPEAKER_01 for "1" or "speaker1"
+            if re.fullmatch(rf"speaker_0*{int(m.group(1))}", sid.lower()):
                 return sid
-        if low.startswith("speaker ") and 1 <= n <= len(ids):
-            return ids[n - 1]  # "Speaker 2": the minutes' numbering
     raise CorrectionError(f"no speaker {label!r} in this meeting (its speakers: "
                           f"{', '.join(ids) or 'none'})")
+
+
+def _rename(renames: dict[str, str], old: str | None, new: str) -> None:
+    """Record old -> new, and make earlier renames that ended at ``old`` end at ``new``."""
+    if not old:
+        return
+    for k, v in list(renames.items()):
+        if v == old:
+            renames[k] = new
+    renames[old] = new
 
 
 def _renamer(names: dict[str, str]):
@@ -145,7 +155,8 @@ def correct(rec: ArchiveRecord, set_names: list[tuple[str, str]] | None = None,
             if s.id == lb:
                 s.name, s.talk_time_s = sb.name, sb.talk_time_s
         new_b = display(rec, lb)
-        renames.update({old_a: new_b, la: new_b, old_b: new_b, lb: new_b})
+        for old in (old_a, la, old_b, lb):
+            _rename(renames, old, new_b)
         changes.append(Change(la, old_a, new_b, "merge"))
     for label, name in set_names or []:
         lab = _label(rec, label)
@@ -154,9 +165,8 @@ def correct(rec: ArchiveRecord, set_names: list[tuple[str, str]] | None = None,
         if sp.name == name:
             changes.append(Change(lab, sp.name, name, "confirm"))
         else:
-            renames.update({old: name, lab: name})
-            if sp.name:
-                renames[sp.name] = name
+            for o in (old, lab, sp.name):
+                _rename(renames, o, name)
             changes.append(Change(lab, sp.name, name, "set"))
         _set(sp, name)
         for s in m.speakers:

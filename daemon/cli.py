@@ -18,13 +18,20 @@ from pathlib import Path
 import yaml
 
 from daemon import errors
+from daemon.corrections import speakers_command
 from daemon.doctor import doctor
 from daemon.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK, EXIT_USAGE
 from daemon.logs import configure_logging, get_logger
 from daemon.output import write_minutes, write_transcript
 from daemon.privacy import lock_down
 from daemon.progress import ProgressReporter, TokenProgress
-from daemon.registry import build_diarizer, build_hearer, build_voice_profiles, standard_processor
+from daemon.registry import (
+    build_diarizer,
+    build_hearer,
+    build_voice_learner,
+    build_voice_profiles,
+    standard_processor,
+)
 from daemon.report import search, status
 from daemon.service.lifecycle import Service
 from daemon.service.queue import DB_NAME, JobStore
@@ -98,6 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="retry: queue failed uploads again and make waiting ones due now; "
                          "backfill: queue uploads of meetings archived before Drive was on")
     _common(dv)
+
+    sp = sub.add_parser("speakers", help="an archived meeting's speakers, their names and the "
+                                         "evidence; set, confirm or merge them")
+    sp.add_argument("meeting", help="the meeting: its archive folder, its hash prefix, or words "
+                                    "from it (as for search)")
+    sp.add_argument("--set", action="append", default=[], metavar='LABEL="Full Name"',
+                    help="name a speaker (SPEAKER_01, \"Speaker 2\" or its current name); "
+                         "repeatable")
+    sp.add_argument("--confirm", action="append", default=[], metavar="LABEL",
+                    help="the speaker's name is right (learned as a voice sample); repeatable")
+    sp.add_argument("--merge", action="append", default=[], metavar="A=B",
+                    help="A and B are one person: A's speech becomes B's; repeatable")
+    sp.add_argument("--json", action="store_true", help="JSON output")
+    _common(sp)
 
     st = sub.add_parser("status", help="the daemon, its queue, recent jobs and failures")
     st.add_argument("--json", action="store_true", help="JSON output")
@@ -342,6 +363,12 @@ def cmd_voices(args) -> int:
     return EXIT_OK
 
 
+def cmd_speakers(args) -> int:
+    settings = _load(args)
+    return speakers_command(settings, args.meeting, args.set, args.merge, args.confirm,
+                            args.json, learner=build_voice_learner(settings))
+
+
 def cmd_status(args) -> int:
     return status(_load(args), args.json)
 
@@ -356,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"transcribe": cmd_transcribe, "process": cmd_process,
                "settings": cmd_settings, "run": cmd_run, "search": cmd_search,
                "status": cmd_status, "doctor": cmd_doctor, "auth": cmd_auth,
-               "drive": cmd_drive, "voices": cmd_voices}[args.command]
+               "drive": cmd_drive, "voices": cmd_voices,
+               "speakers": cmd_speakers}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:

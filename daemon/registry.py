@@ -181,3 +181,8 @@ PIPELINES.register("standard", standard_processor)
 def build_processor(settings: Settings, log=None) -> Processing:
     """The daemon's pipeline: the standard one, unless something registered another."""
     return PIPELINES.build("standard", settings, log=log)
+
+
+def build_voice_learner(settings: Settings):
+    """What learns voices from names people set (None until voice profiles are enabled)."""
+    return None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.archive.base import HIT_END, HIT_START, SearchableArchive
-from daemon.errors import EXIT_OK, EXIT_USAGE
+from daemon.errors import EXIT_NO_MATCH, EXIT_OK, EXIT_USAGE
 from daemon.files import is_within
 from daemon.registry import build_archive
 from daemon.service.layout import HEARTBEAT_S
@@ -26,8 +26,6 @@ from daemon.settings import Settings
 from daemon.text import printable as p
 from integrations.gdrive import DriveArchive, DriveError
 from integrations.google_auth import AuthProblem, token_report
-
-EXIT_NO_MATCH = 1  # search found nothing
 
 
 def _snippet(snippet: str, b0: str, b1: str) -> str:

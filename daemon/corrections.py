@@ -28,7 +28,7 @@ from daemon.render import hms
 from daemon.service.queue import DB_NAME, JobStore
 from daemon.settings import Settings
 from daemon.text import printable
-from daemon.types import Speaker
+from daemon.types import Evidence, Speaker
 
 
 class CorrectionError(OperatorError):
@@ -58,7 +58,7 @@ class SpeakerRow:
     label: str
     name: str | None
     talk_time_s: float
-    evidence: list[dict] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
     confidence: float | None = None
 
 
@@ -71,8 +71,7 @@ def display(rec: ArchiveRecord, label: str) -> str:
 
 
 def rows(rec: ArchiveRecord) -> list[SpeakerRow]:
-    return [SpeakerRow(s.id, s.name, s.talk_time_s, list(getattr(s, "evidence", []) or []),
-                       getattr(s, "confidence", None))
+    return [SpeakerRow(s.id, s.name, s.talk_time_s, list(s.evidence), s.confidence)
             for s in sorted(rec.transcript.speakers, key=lambda s: -s.talk_time_s)]
 
 
@@ -205,11 +204,9 @@ def correct(rec: ArchiveRecord, set_names: list[tuple[str, str]] | None = None,
 
 def _set(s: Speaker, name: str) -> None:
     s.name = name
-    if hasattr(s, "evidence"):
-        s.evidence = [{"kind": "person", "detail": "set or confirmed by a person",
-                       "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}]
-    if hasattr(s, "confidence"):
-        s.confidence = 1.0
+    s.evidence = [Evidence("person", name, detail="set or confirmed by a person on "
+                           + time.strftime("%Y-%m-%d %H:%M"))]
+    s.confidence = 1.0
 
 
 def learn(learner: VoiceLearner | None, rec: ArchiveRecord, changes: list[Change],
@@ -295,11 +292,10 @@ def speakers_command(settings: Settings, ref: str, sets: list[str], merges: list
     return EXIT_OK
 
 
-def _evidence_text(e: dict) -> str:
-    kind = e.get("kind", "?")
-    detail = e.get("detail") or ""
-    at = e.get("at_s")
-    return f"{kind}: {detail}" + (f" at {hms(float(at))}" if at is not None else "")
+def _evidence_text(e: Evidence) -> str:
+    if e.kind == "voice" and e.similarity is not None:
+        return f"voice: similarity {e.similarity:.2f} to the profile of {e.profile or e.name}"
+    return f"{e.kind}: {e.detail or e.name}"
 
 
 def _requeue_mirrors(settings: Settings, key: str) -> int:

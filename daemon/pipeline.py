@@ -41,7 +41,9 @@ from daemon.types import (
     SpeakerTranscript,
     StageTimes,
 )
+from daemon.voices.learner import learn_guesses
 from daemon.voices.recognizer import VoiceProfiles
+from daemon.voices.store import ProfileStore
 
 # --------------------------------------------------------------------------- the hear half
 
@@ -171,6 +173,20 @@ class Processor:
         apply_names(heard.transcript, names, evidence, matches)
         heard.times.names_s = time.perf_counter() - t0
         return heard
+
+    def remember_voices(self, key: str, heard: HearResult) -> None:
+        """Keep the meeting's speaker embeddings in the profiles file under ``key`` (the
+        recording's sha256), for learning from names people set later; with
+        ``speakers.learn_from_guesses``, also learn the names the pipeline was sure of."""
+        voices = self.hearer.voices
+        if voices is None or not heard.voices:
+            return
+        cfg = self.settings.speakers
+        with ProfileStore(voices.path) as store:
+            store.remember(key, heard.voices, heard.voice_model or voices.model_id)
+            if cfg.learn_from_guesses:
+                learn_guesses(store, key, heard.transcript, heard.voice_model or voices.model_id,
+                              cfg.learn_min_confidence)
 
     def understand(self, transcript: SpeakerTranscript,
                    path: str | Path) -> tuple[Minutes, MeetingFacts]:

@@ -88,3 +88,8 @@ class Processing(Protocol):
 
     def understand(self, transcript: SpeakerTranscript,
                    path: str | Path) -> tuple[Minutes, MeetingFacts]: ...
+
+    def remember_voices(self, key: str, heard: HearResult) -> None:
+        """Keep the meeting's speaker voices (voice profiles on) under its key, so a name a
+        person sets later can be learned."""
+        ...

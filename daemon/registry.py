@@ -44,6 +44,7 @@ from daemon.protocols import (
 )
 from daemon.settings import Settings
 from daemon.types import TokenSink
+from daemon.voices.learner import ProfileLearner
 from daemon.voices.recognizer import VoiceProfiles
 
 T = TypeVar("T")
@@ -183,6 +184,8 @@ def build_processor(settings: Settings, log=None) -> Processing:
     return PIPELINES.build("standard", settings, log=log)
 
 
-def build_voice_learner(settings: Settings):
-    """What learns voices from names people set (None until voice profiles are enabled)."""
-    return None
+def build_voice_learner(settings: Settings) -> ProfileLearner | None:
+    """What learns voices from names people set (None: voice profiles are off)."""
+    if not settings.speakers.voice_profiles:
+        return None
+    return ProfileLearner(settings.speakers.resolved_profiles(settings.daemon))

@@ -205,6 +205,8 @@ class SpeakerSettings(_Strict):
     min_speech_s: float = Field(3.0, gt=0)
     max_speech_s: float = Field(30.0, gt=0)
     edge_trim_s: float = Field(0.2, ge=0, le=5)
+    learn_from_guesses: bool = False
+    learn_min_confidence: float = Field(0.8, ge=0, le=1)
 
     def resolved_profiles(self, daemon: DaemonSettings) -> Path:
         """``profiles``, else ``voices.sqlite`` in the state directory (relative: under it)."""

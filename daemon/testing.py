@@ -92,6 +92,9 @@ class FakeProcessor:
             progress("transcribe", t.duration_s, t.duration_s)
         return HearResult(t, Transcript([]), Diarization([]), StageTimes())
 
+    def remember_voices(self, key: str, heard: HearResult) -> None:
+        """No voices are heard here, so none are kept."""
+
     def understand(self, transcript: SpeakerTranscript, path) -> tuple[Minutes, MeetingFacts]:
         self.calls.append(("understand", Path(path).name))
         self._sleep(self.understand_s)

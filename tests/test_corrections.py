@@ -13,6 +13,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fakedrive import FakeDrive
 from test_drive_daemon import (
@@ -28,8 +29,10 @@ from test_drive_daemon import (
 )
 
 from daemon.archive.base import ArchiveRecord
-from daemon.corrections import CorrectionError, correct, parse_pairs
+from daemon.corrections import CorrectionError, correct, learn, parse_pairs
 from daemon.types import ActionItem, Minutes, Speaker, SpeakerSegment, SpeakerTranscript
+from daemon.voices.learner import ProfileLearner
+from daemon.voices.store import ProfileStore
 
 
 def record() -> ArchiveRecord:
@@ -147,3 +150,32 @@ def test_correction_end_to_end_updates_archive_search_and_drive_in_place(fake, t
 def _doc_text(fake: FakeDrive, sha: str, kind: str) -> str:
     files = fake.by_key().get(sha, {}).get(kind, [])
     return b"".join((f.get("content") or b"") for f in files).decode("utf-8", "replace")
+
+
+def test_names_people_set_are_learned_and_wrong_ones_taken_back(tmp_path):
+    """The daemon keeps a meeting's speaker voices; --set turns one into a sample of the
+    person, a later --set to another name takes it back, forget removes it all."""
+    path = tmp_path / "voices.sqlite"
+    rng = np.random.default_rng(0)
+    v0, v1 = (x / np.linalg.norm(x) for x in rng.normal(size=(2, 192)))
+    with ProfileStore(path) as store:
+        store.remember("ab" * 32, {"SPEAKER_00": v0, "SPEAKER_01": v1}, "model-x")
+    learner = ProfileLearner(path)
+    rec = record()
+    changes = correct(rec, parse_pairs(["SPEAKER_00=Omar Haddad"], "--set"))
+    assert learn(learner, rec, changes, tmp_path / "m") == [
+        "learned the voice of Omar Haddad from SPEAKER_00"]
+    assert learn(learner, rec, changes, tmp_path / "m") == []  # once
+    changes = correct(rec, parse_pairs(["SPEAKER_00=Tomás Díaz"], "--set"))
+    assert learn(learner, rec, changes, tmp_path / "m") == [
+        "removed the voice sample of Omar Haddad taken from SPEAKER_00",
+        "learned the voice of Tomás Díaz from SPEAKER_00"]
+    with ProfileStore(path) as store:
+        people = {p.name: p for p in store.people()}
+        assert list(people) == ["Tomás Díaz"]
+        s = people["Tomás Díaz"].samples[0]
+        assert s.model_id == "model-x" and np.allclose(s.vector, v0)
+        assert s.source == "set in meeting m"
+        assert store.forget("Tomás Díaz") == 1
+        assert store.meeting_voice("ab" * 32, "SPEAKER_00") is None  # its source voice too
+        assert store.meeting_voice("ab" * 32, "SPEAKER_01") is not None

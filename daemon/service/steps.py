@@ -94,6 +94,7 @@ def check_source(ctx: StepContext, job: JobRecord, content: bool = False) -> Pat
 def transcribe(ctx: StepContext, job: JobRecord) -> dict[str, Any]:
     src = check_source(ctx, job)
     heard = ctx.processor.hear(src, progress=ProgressReporter(ctx.log, every_s=30.0))
+    ctx.processor.remember_voices(job.sha256, heard)
     return {"transcript_json": json.dumps(heard.transcript.to_json(), ensure_ascii=False)}
 
 

@@ -3,7 +3,9 @@
 A person is a name; each of their samples is one L2-normalised embedding with the id of
 the model that made it, where it came from ("enrolled FILE", "set in meeting X") and when.
 Samples of different model ids are never compared: :meth:`ProfileStore.samples` returns
-one model's only. :meth:`ProfileStore.forget` deletes every sample of a person, with
+one model's only. ``meeting_voices`` keeps each archived meeting's speaker embeddings (not
+yet anyone's), so that a name a person later sets in that meeting can become a sample
+(``origin`` says which meeting and speaker, so a name set wrongly can be taken back). :meth:`ProfileStore.forget` deletes every sample of a person, with
 SQLite's ``secure_delete`` on (freed pages are zeroed) and the write-ahead log truncated,
 so no copy of the vectors stays behind in the file or beside it.
 """
@@ -34,9 +36,19 @@ CREATE TABLE IF NOT EXISTS samples (
     vector BLOB NOT NULL,
     source TEXT NOT NULL,
     seconds REAL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    origin TEXT  -- "<meeting sha256>:<label>" for a sample learned from a meeting
 );
 CREATE INDEX IF NOT EXISTS samples_model ON samples(model_id);
+CREATE TABLE IF NOT EXISTS meeting_voices (
+    meeting TEXT NOT NULL,
+    label TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    dim INTEGER NOT NULL,
+    vector BLOB NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (meeting, label)
+);
 """
 
 
@@ -104,7 +116,7 @@ class ProfileStore:
         self.close()
 
     def add_sample(self, name: str, vector: np.ndarray, model_id: str, source: str,
-                   seconds: float | None = None) -> int:
+                   seconds: float | None = None, origin: str | None = None) -> int:
         name = " ".join(name.split())
         if not name:
             raise ValueError("a person needs a name")
@@ -114,9 +126,9 @@ class ProfileStore:
             db.execute("INSERT OR IGNORE INTO people(name, created) VALUES (?, ?)", (name, now))
             (pid,) = db.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
             cur = db.execute(
-                "INSERT INTO samples(person, model_id, dim, vector, source, seconds, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (pid, model_id, v.size, v.tobytes(), source, seconds, now))
+                "INSERT INTO samples(person, model_id, dim, vector, source, seconds, created,"
+                " origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (pid, model_id, v.size, v.tobytes(), source, seconds, now, origin))
         return int(cur.lastrowid or 0)
 
     def _rows(self, where: str = "", args: tuple = ()) -> list[Sample]:
@@ -138,13 +150,52 @@ class ProfileStore:
             out[s.name].samples.append(s)
         return list(out.values())
 
+    # ------------------------------------------------------------------ meetings' voices
+
+    def remember(self, meeting: str, embeddings: dict[str, np.ndarray], model_id: str) -> int:
+        """Keep a meeting's speaker embeddings, so a name set later can be learned."""
+        now = time.time()
+        with immediate(self.db) as db:
+            for label, vec in embeddings.items():
+                v = np.asarray(vec, dtype=np.float32).ravel()
+                db.execute("INSERT OR REPLACE INTO meeting_voices VALUES (?,?,?,?,?,?)",
+                           (meeting, label, model_id, v.size, v.tobytes(), now))
+        return len(embeddings)
+
+    def meeting_voice(self, meeting: str, label: str) -> tuple[np.ndarray, str] | None:
+        r = self.db.execute("SELECT dim, vector, model_id FROM meeting_voices WHERE meeting=?"
+                            " AND label=?", (meeting, label)).fetchone()
+        return (np.frombuffer(r[1], dtype=np.float32, count=r[0]), r[2]) if r else None
+
+    def has_origin(self, name: str, origin: str) -> bool:
+        return self.db.execute(
+            "SELECT 1 FROM samples s JOIN people p ON p.id = s.person WHERE p.name=? AND"
+            " s.origin=?", (" ".join(name.split()), origin)).fetchone() is not None
+
+    def remove_origin(self, name: str, origin: str) -> int:
+        """Take back the samples of ``name`` learned from ``origin`` (a wrong name)."""
+        with immediate(self.db) as db:
+            n = db.execute("DELETE FROM samples WHERE origin=? AND person IN (SELECT id FROM"
+                           " people WHERE name=?)", (origin, " ".join(name.split()))).rowcount
+            db.execute("DELETE FROM people WHERE NOT EXISTS (SELECT 1 FROM samples WHERE"
+                       " samples.person = people.id)")
+        if n:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return int(n)
+
     def forget(self, name: str) -> int:
-        """Delete the person and every sample of theirs; the number of samples deleted."""
+        """Delete the person and every sample of theirs, and the meeting voices their samples
+        were learned from; the number of samples deleted."""
         name = " ".join(name.split())
         with immediate(self.db) as db:
             row = db.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
             if row is None:
                 return 0
+            for (origin,) in db.execute("SELECT origin FROM samples WHERE person = ? AND"
+                                        " origin IS NOT NULL", row).fetchall():
+                meeting, _, label = origin.rpartition(":")
+                db.execute("DELETE FROM meeting_voices WHERE meeting=? AND label=?",
+                           (meeting, label))
             n = db.execute("DELETE FROM samples WHERE person = ?", row).rowcount
             db.execute("DELETE FROM people WHERE id = ?", row)
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -27,7 +27,7 @@ still name the speakers nobody enrolled. Spoken first names ("Clara") of voice-m
 count for their full names.
 
 Each named speaker carries its evidence (``Speaker.evidence``: kind "voice" with the
-similarity and profile, "words" with what was said, "elimination" for the one speaker and name left) and a
+similarity and profile, "words" with what was said, "roster" for the one speaker and roster name left) and a
 ``confidence`` in 0..1.
 """
 
@@ -96,6 +96,11 @@ def _canon(token: str, roster: list[str]) -> str | None:
     return token.capitalize()
 
 
+def _clock(seconds: float) -> str:
+    s = int(max(0.0, seconds))
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
 def gather_evidence(t: SpeakerTranscript, roster: list[str]) -> NameEvidence:
     ev = NameEvidence()
     segs = t.segments
@@ -105,10 +110,11 @@ def gather_evidence(t: SpeakerTranscript, roster: list[str]) -> NameEvidence:
         sents = split_sentences(seg.text)
         if not sents:
             continue
+        at = _clock(seg.start)
         # Thanks at the start of a turn: the previous speaker.
         m = _THANKS.match(sents[0])
         if m and prev_spk and (name := _canon(m.group(1), roster)):
-            ev.add(prev_spk, name, 2.0, f"thanked by {seg.speaker}: {sents[0][:60]!r}")
+            ev.add(prev_spk, name, 2.0, f"thanked by {seg.speaker} at {at}: {sents[0][:60]!r}")
         # A name addressed in the turn's sentences, expecting an answer from the next speaker.
         for k, sent in enumerate(sents):
             for rx in (_ADDRESS_START, _ADDRESS_MID, _ADDRESS_END):
@@ -124,14 +130,15 @@ def gather_evidence(t: SpeakerTranscript, roster: list[str]) -> NameEvidence:
                 request = re.search(r"\b(can you|could you|would you|will you|please)\b", sent, re.I)
                 if next_spk and (last or question or request):
                     score = 2.0 if (last and question) else 1.0
-                    ev.add(next_spk, name, score, f"addressed by {seg.speaker}: {sent[:60]!r}")
+                    ev.add(next_spk, name, score, f"addressed by {seg.speaker} at {at}: {sent[:60]!r}")
         # "I'll send the draft to Olivia" in a reply: often said to the person being answered.
         for m4 in _HANDED_TO.finditer(seg.text):
             if prev_spk and (name := _canon(m4.group(1), roster)):
-                ev.add(prev_spk, name, 1.0, f"handed something by {seg.speaker}: {m4.group(0)!r}")
+                ev.add(prev_spk, name, 1.0,
+                       f"handed something by {seg.speaker} at {at}: {m4.group(0)!r}")
         for m3 in _SELF.finditer(seg.text):
             if name := _canon(m3.group(1), roster):
-                ev.add(seg.speaker, name, 3.0, f"introduces self: {m3.group(0)!r}")
+                ev.add(seg.speaker, name, 3.0, f"introduces self at {at}: {m3.group(0)!r}")
         # Mentioned names: probably not the speaker.
         mentioned = {c for w in re.findall(_WORD, seg.text) if (c := _canon(w, roster))}
         for name in mentioned:
@@ -241,7 +248,8 @@ def apply_names(t: SpeakerTranscript, names: dict[str, str], ev: NameEvidence | 
         elif words > 0:
             s.confidence = round(words / (words + 2.0), 3)  # +2: 0.5, +4: 0.67, +6: 0.75
         else:  # the one name left over
-            s.evidence.append(Evidence("elimination", s.name, detail="the one speaker and the one name left"))
+            s.evidence.append(Evidence("roster", s.name, detail="the one roster name left "
+                                       "for the one speaker without a name"))
             s.confidence = 0.4
 
 

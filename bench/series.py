@@ -16,8 +16,8 @@ names are given in the hear step, the LLM only writes prose), in a fresh folder 
   reference: the name of whoever speaks most in that speaker's turns), which teaches the
   voices; the later meetings are processed with no roster.
 
-Prints score.py's speaker-name accuracy and action-item owners per meeting, and how long the
-hear step took. Nothing here is tuned to a meeting: it only drives the CLI.
+Prints score.py's speaker-name accuracy per meeting and how long the daemon took (action
+items are not scored: the stand-in LLM writes none). Nothing here is tuned to a meeting: it only drives the CLI.
 """
 
 from __future__ import annotations
@@ -152,7 +152,6 @@ def run_mode(mode: str, meetings: list[Path], work: Path, score_py: Path) -> lis
         s = score(score_py, meeting, folder_p)
         row = {"mode": mode, "meeting": meeting.name, "roster": bool(roster),
                "speaker_name_acc": s.get("speaker_name_acc"),
-               "owners": s.get("action_owner_correct"),
                "seconds": round(secs, 1)}
         if mode == "correct" and i == 0:
             answers = true_names(meeting, folder_p)
@@ -187,14 +186,14 @@ def main() -> int:
     modes = ["enroll", "correct"] if a.mode == "both" else [a.mode]
     rows = [r for m in modes for r in run_mode(m, a.meetings, a.work, a.score)]
     print()
-    print("| mode | meeting | roster | speaker names | owners | hear+archive s |")
-    print("| --- | --- | --- | ---: | --- | ---: |")
+    print("| mode | meeting | roster | speaker names | hear+archive s |")
+    print("| --- | --- | --- | ---: | ---: |")
     for r in rows:
         acc = r["speaker_name_acc"]
         extra = f" (after correction {r['after_correction']:.3f})" if "after_correction" in r \
             else ""
         print(f"| {r['mode']} | {r['meeting']} | {'yes' if r['roster'] else 'no'} | "
-              f"{acc:.3f}{extra} | {r['owners']} | {r['seconds']} |")
+              f"{acc:.3f}{extra} | {r['seconds']} |")
     if a.json:
         a.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0

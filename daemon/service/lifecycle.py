@@ -154,7 +154,8 @@ class Service:
         if self.mirrors is None:
             self.mirrors = registry.build_mirrors(self.settings)
         # The copy must fit; daemon.min_free_mb is then the step runner's to enforce.
-        self.spool = spool = Spool(self.state_dir / SPOOL_NAME, Confined(self.inbox))
+        self.spool = spool = Spool(self.state_dir / SPOOL_NAME, Confined(self.inbox),
+                                   disk=self.state_dir)
         self.filing = Filing(self.cfg, store, self.log, spool_done=spool.remove)
         self.intake = Intake(self.settings, store, self.filing, spool, self.log, self.stop_event,
                              self.work_event, keepalive=self.notifier.watchdog)
@@ -285,8 +286,12 @@ class Service:
             except Exception as exc:  # the main loop must survive anything a tick meets
                 env = environment_problem(exc)
                 # once, then a count: a full disk meets every tick, four times a second
+                # keyed by what is wrong where, not the wording: a full disk met by the
+                # heartbeat and by taking a file is one problem
                 self.loop_errors.error("main loop error", error=describe(exc),
-                                       kind=type(exc).__name__)
+                                       kind=type(exc).__name__,
+                                       key=f"{env.kind}|{env.path}" if env is not None
+                                       else f"{type(exc).__name__}|{exc}")
                 if env is not None:
                     self.monitor.set(env)
             else:

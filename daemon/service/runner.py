@@ -87,7 +87,8 @@ class StepWatch:
         self.step = step
         self.budget = budget
         self.audio_s = audio_s
-        self.log = log
+        # Its own thread does not see the worker's bound context: bind the job here.
+        self.log = log.bind(job=job.short, file=job.name)
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._expired = False

@@ -380,7 +380,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_web(args) -> int:
-    settings, log = _load(args)
+    settings = _load(args)
     try:
         server = WebServer(settings, None, args.host, args.port)
     except errors.OperatorError as exc:

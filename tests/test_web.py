@@ -239,6 +239,16 @@ def test_upload_keeps_recordings_only_and_never_half_a_file(site, tmp_path):
                        body=b"")
     assert st == 400
     assert sorted(os.listdir(inbox)) == []  # nothing kept, no temp file left
+    # a good recording under a name that climbs out: kept in the inbox under its last part
+    from conftest import encode, tone
+    wav = encode(tmp_path / "t.wav", tone(1.0))
+    st, _, body = call(app, "POST", "/upload", headers=hdr, query="name=..%2F..%2Fevil.wav",
+                       body=wav.read_bytes())
+    assert st == 200 and b'"name":"evil.wav"' in body
+    assert sorted(os.listdir(inbox)) == ["evil.wav"]
+    assert (inbox / "evil.wav").read_bytes() == wav.read_bytes()
+    assert not (tmp_path.parent / "evil.wav").exists()
+    (inbox / "evil.wav").unlink()
     site.settings.web.max_upload_mb = 1
     st, _, body = call(app, "POST", "/upload", headers=dict(hdr, **{"content-length": str(2 << 20)}),
                        query="name=big.wav", body=b"")
@@ -284,3 +294,80 @@ def test_set_name_does_what_minutesd_speakers_set_does(site, tmp_path, capsys):
     st, _, body = call(app, "GET", f"/meeting/{a}")
     assert "Grace Kim</b>: Order the seeds" in body.decode()
     assert "<b class=\"who\">Grace Kim</b>" in body.decode()
+
+
+# ------------------------------------------------------------------ live hub, command
+
+
+def test_the_live_hub_hands_watchers_what_happened_in_order():
+    import threading
+
+    from daemon.live import Live
+
+    hub = Live(max_events=100)
+    seen = hub.seq
+    got: list = []
+    t = threading.Thread(target=lambda: got.extend(hub.since(seen, timeout=10)))
+    t.start()
+    hub.begin("abc", "m.wav", "minutes_written", "writing minutes")
+    t.join(10)
+    assert [e["kind"] for e in got] == ["step"]  # a waiting watcher wakes at once
+    hub.progress("transcribe", 5.0, 10.0)
+    # a streamer thread of its own: the tokens still belong to the job writing minutes
+    th = threading.Thread(target=lambda: [hub.token(p) for p in ("{", "\"title\"")])
+    th.start()
+    th.join()
+    hub.end("abc", "minutes_written", True)
+    evs = hub.since(got[-1]["seq"])
+    assert [e["kind"] for e in evs] == ["progress", "token", "token", "step_end"]
+    assert evs[0]["percent"] == 50.0
+    assert "".join(e["text"] for e in evs if e["kind"] == "token") == '{"title"'
+    assert {e["sha"] for e in evs} == {"abc"}
+    for i in range(300):
+        hub.publish("x", i=i)
+    assert len(hub.since(0)) == 100  # bounded
+
+
+def test_minutesd_web_refuses_a_non_local_address_without_a_token(tmp_path):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "-m", "daemon.cli", "web", "--host", "0.0.0.0",
+                        "--port", "0"], cwd=repo, capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, MINUTESD__DAEMON__ROOT=str(tmp_path)))
+    assert r.returncode == 2
+    assert "web.token is not set" in r.stderr
+
+
+def test_minutesd_web_alone_serves_and_polls_the_queue(site, tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    repo = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, MINUTESD__DAEMON__ROOT=str(tmp_path), MINUTESD__DAEMON__STATE_DIR="state")
+    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "web", "--port", str(port)],
+                            cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                body = urllib.request.urlopen(url + "/meetings", timeout=2).read().decode()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                time.sleep(0.1)
+        assert "Meetings (12)" in body
+        with urllib.request.urlopen(url + "/events", timeout=10) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            first = r.readline().decode()
+        assert first == "event: queue\n"  # polled: the queue, no live hub in this process
+    finally:
+        proc.terminate()
+        proc.wait(30)

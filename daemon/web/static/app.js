@@ -18,9 +18,12 @@ function showQueue(q) {
   if (!q.active.length && el("stage") && !el("stage").dataset.live) el("stage").textContent = "Nothing running.";
 }
 
+window.minutesdSeen = [];  // event kinds this page received (the browser test reads it)
 function live() {
   if (!el("queue") || !window.EventSource) return;
   const es = new EventSource("/events");
+  ["queue", "step", "progress", "token", "step_end"].forEach((k) =>
+    es.addEventListener(k, () => window.minutesdSeen.push(k)));
   es.addEventListener("queue", (e) => showQueue(JSON.parse(e.data)));
   es.addEventListener("step", (e) => {
     const d = JSON.parse(e.data);

@@ -67,7 +67,8 @@ def site(tmp_path):
 
 
 def call(app, method: str, path: str, *, client: str = "127.0.0.1", headers=None,
-         body: bytes = b"", query: str = "") -> tuple[int, dict[str, str], bytes]:
+         body: bytes = b"", query: str = "",
+         messages: list[dict] | None = None) -> tuple[int, dict[str, str], bytes]:
     """One HTTP request through the ASGI app; ``path`` is sent raw (as on the wire)."""
     hdrs = [(b"host", b"127.0.0.1:8790")] + [(k.lower().encode(), v.encode())
                                               for k, v in (headers or {}).items()]
@@ -77,13 +78,12 @@ def call(app, method: str, path: str, *, client: str = "127.0.0.1", headers=None
              "raw_path": path.encode(), "query_string": query.encode(), "headers": hdrs,
              "client": (client, 50000), "server": ("127.0.0.1", 8790), "root_path": ""}
     out: dict = {"status": None, "headers": {}, "body": b""}
-    sent = [False]
+    queue = list(messages or [{"type": "http.request", "body": body, "more_body": False}])
 
     async def receive():
-        if sent[0]:
+        if not queue:
             await asyncio.sleep(3600)
-        sent[0] = True
-        return {"type": "http.request", "body": body, "more_body": False}
+        return queue.pop(0)
 
     async def send(msg):
         if msg["type"] == "http.response.start":
@@ -93,7 +93,10 @@ def call(app, method: str, path: str, *, client: str = "127.0.0.1", headers=None
         elif msg["type"] == "http.response.body":
             out["body"] += msg.get("body", b"")
 
-    asyncio.run(app(scope, receive, send))
+    try:
+        asyncio.run(app(scope, receive, send))
+    except Exception as exc:  # noqa: BLE001 - what the server would log; the test looks at files
+        out["error"] = exc
     return out["status"], out["headers"], out["body"]
 
 
@@ -249,6 +252,12 @@ def test_upload_keeps_recordings_only_and_never_half_a_file(site, tmp_path):
     assert (inbox / "evil.wav").read_bytes() == wav.read_bytes()
     assert not (tmp_path.parent / "evil.wav").exists()
     (inbox / "evil.wav").unlink()
+    # the browser goes away half-way: nothing of it is left, not even the temporary file
+    half = wav.read_bytes()
+    call(app, "POST", "/upload", headers=hdr, query="name=gone.wav",
+         messages=[{"type": "http.request", "body": half[:3000], "more_body": True},
+                   {"type": "http.disconnect"}])
+    assert sorted(os.listdir(inbox)) == []
     site.settings.web.max_upload_mb = 1
     st, _, body = call(app, "POST", "/upload", headers=dict(hdr, **{"content-length": str(2 << 20)}),
                        query="name=big.wav", body=b"")
@@ -371,3 +380,33 @@ def test_minutesd_web_alone_serves_and_polls_the_queue(site, tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_a_failed_file_shows_its_reason_and_retry_puts_it_back_in_the_inbox(site, tmp_path):
+    app = build_app(site, Guard(None))
+    cookie, csrf = session(app)
+    failed = tmp_path / "failed" / "standup.mp3"
+    failed.write_bytes(b"recording")
+    failed.with_name("standup.mp3.error.json").write_text("{}")
+    key = hashlib.sha256(b"recording").hexdigest()
+    store = JobStore(site.state_dir / DB_NAME)
+    store.add(key, "standup.mp3", str(tmp_path / "inbox" / "standup.mp3"), 9, 0, None, None)
+    store.fail(key, "transcribed", "not an audio or video file FFmpeg recognises", None)
+    store.set_dest(key, str(failed))
+    store.finish_move(key, str(failed))
+    store.close()
+    st, _, body = call(app, "GET", "/")
+    html = body.decode()
+    assert st == 200 and "standup.mp3" in html and "not an audio or video file" in html
+    assert f'action="/retry/{key}"' in html
+    hdr = {"cookie": cookie, "origin": "http://127.0.0.1:8790",
+           "content-type": "application/x-www-form-urlencoded"}
+    st, h, _ = call(app, "POST", f"/retry/{key}", headers=hdr, body=f"csrf={csrf}".encode())
+    assert st == 303
+    assert (tmp_path / "inbox" / "standup.mp3").read_bytes() == b"recording"
+    assert sorted(os.listdir(tmp_path / "failed")) == []
+    # once more: nothing left in failed/ to retry
+    assert call(app, "POST", f"/retry/{key}", headers=hdr, body=f"csrf={csrf}".encode())[0] == 404
+    # a key the queue does not know, or a path instead of a key: nothing moves
+    assert call(app, "POST", "/retry/" + "0" * 64, headers=hdr,
+                body=f"csrf={csrf}".encode())[0] == 404

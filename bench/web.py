@@ -7,7 +7,8 @@ Makes an archive of N synthetic meetings in a temporary folder (``LocalArchive.s
 with a two-speaker transcript of 40 turns), serves the page with ``minutesd web``'s server
 (uvicorn, 127.0.0.1, a free port) in a thread, and times first bytes over loopback with
 ``http.client``: the queue, the first and the last page of the archive listing, a search,
-one meeting and its speakers page. Prints the median and the 95th percentile per page.
+one meeting and its speakers page. Prints the median and the 95th percentile per page;
+``--screenshot PNG`` also keeps a picture of the listing's second page.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import argparse
 import hashlib
 import http.client
 import json
+import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -78,6 +81,7 @@ def main() -> int:
     ap.add_argument("--meetings", type=int, default=1000)
     ap.add_argument("--requests", type=int, default=50)
     ap.add_argument("--json", help="write the figures here too")
+    ap.add_argument("--screenshot", help="a PNG of the archive listing (headless chromium)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="minutesd-web-bench-") as tmp:
         root = Path(tmp)
@@ -112,6 +116,12 @@ def main() -> int:
                 xs = sorted(ttfb(port, path) for _ in range(args.requests))
                 out[name] = {"median_ms": round(1000 * statistics.median(xs), 2),
                              "p95_ms": round(1000 * xs[int(0.95 * (len(xs) - 1))], 2)}
+            if args.screenshot and shutil.which("chromium"):
+                subprocess.run(["chromium", "--headless=new", "--no-sandbox", "--disable-gpu",
+                                "--hide-scrollbars", "--window-size=1100,1400",
+                                f"--screenshot={Path(args.screenshot).absolute()}",
+                                f"http://127.0.0.1:{port}/meetings?page=2"],
+                               capture_output=True, timeout=120)
         finally:
             server.stop()
     print(f"{args.meetings} meetings archived in {made_s:.1f} s; time to first byte over "

@@ -178,9 +178,17 @@ def test_every_post_needs_the_csrf_token_and_our_origin(site):
                 query="name=a.wav", body=b"x")[0] == 403
     assert call(app, "POST", f"/retry/{key}", headers=ours, body=b"")[0] == 403
     assert load_record(Path(site.folder_of(key))).transcript.speakers[1].name is None
-    # all three: accepted
-    st, _, body = call(app, "POST", f"/meeting/{key}/speakers", headers=ours, body=good)
-    assert st == 200 and "Grace Kim" in body.decode()
+    # all three: accepted, then the page again by GET (a reload sets nothing twice)
+    st, h, _ = call(app, "POST", f"/meeting/{key}/speakers", headers=ours, body=good)
+    assert st == 303 and h["location"].startswith(f"/meeting/{key}/speakers?said=")
+    assert load_record(Path(site.folder_of(key))).transcript.speakers[1].name == "Grace Kim"
+    path, _, query = h["location"].partition("?")
+    st, _, body = call(app, "GET", path, query=query, headers={"cookie": cookie})
+    assert st == 200 and "set: SPEAKER_01 — → Grace Kim" in body.decode()
+    # a label the meeting does not have: the page says so
+    st, _, body = call(app, "POST", f"/meeting/{key}/speakers", headers=ours,
+                       body=f"csrf={csrf}&label=SPEAKER_09&name=X".encode())
+    assert st == 400 and "no speaker" in body.decode()
 
 
 # ------------------------------------------------------------------ files
@@ -289,7 +297,7 @@ def test_set_name_does_what_minutesd_speakers_set_does(site, tmp_path, capsys):
            "content-type": "application/x-www-form-urlencoded"}
     st, _, _ = call(app, "POST", f"/meeting/{a}/speakers", headers=hdr,
                     body=f"csrf={csrf}&label=SPEAKER_01&name=Grace++Kim".encode())
-    assert st == 200
+    assert st == 303
     assert speakers_command(site.settings, b, ["SPEAKER_01=Grace Kim"], [], []) == 0
     fa, fb = site.folder_of(a), site.folder_of(b)
     for f in ("minutes.md", "transcript.md", "minutes.json", "transcript.json"):

@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, urlencode
 
 from daemon.archive.local import load_record
 from daemon.corrections import CorrectionError
@@ -94,10 +94,10 @@ def build_app(site: Site, guard: Guard, live: Live | None = None):
                 await send(msg)
             return await self.app(scope, receive, send_cookie)
 
-    def page(req: Request, name: str, **ctx: Any) -> HTMLResponse:
+    def page(req: Request, name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
         html = env.get_template(name).render(
             csrf=guard.csrf_for(req.state.session), live=live is not None, **ctx)
-        return HTMLResponse(html, headers={
+        return HTMLResponse(html, status_code, headers={
             "content-security-policy": "default-src 'self'; media-src 'self'; "
                                        "frame-ancestors 'none'; form-action 'self'",
             "x-content-type-options": "nosniff", "referrer-policy": "same-origin"})
@@ -197,10 +197,15 @@ def build_app(site: Site, guard: Guard, live: Live | None = None):
                                                f.get("name", ""), "confirm" in f)
             except CorrectionError as exc:
                 error = str(exc)
+            else:  # post/redirect/get: reloading the page does not set the name again
+                return RedirectResponse(f"/meeting/{quote(key)}/speakers?"
+                                        + urlencode([("said", x) for x in said]), 303)
+        said = req.query_params.getlist("said")[:20]
         data = await run_in_threadpool(site.speakers, key)
         if data is None:
             return PlainTextResponse("no such meeting", 404)
-        return page(req, "speakers.html", d=data, said=said, error=error, tab="meetings")
+        return page(req, "speakers.html", d=data, said=said, error=error, tab="meetings",
+                    status_code=400 if error else 200)
 
     async def recording(req: Request):
         f = await run_in_threadpool(site.recording, req.path_params["key"])

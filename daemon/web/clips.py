@@ -3,8 +3,8 @@
 "Clearest" is the speaker's longest turn (the one least cut by others), at most
 ``web.clip_s`` seconds of it from its start. The recording is decoded with the daemon's
 own decoder (:func:`daemon.audio.decode_audio`, PyAV) and the clip written as 16-bit mono
-WAV under the state folder, made once per meeting and speaker (atomically: a temporary
-name, then a rename).
+WAV under the state folder (``STATE/web-clips/``), made once per meeting, speaker and span
+(atomically: a temporary name, then a rename).
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ def clearest(t: SpeakerTranscript, label: str, clip_s: float) -> tuple[float, fl
     return best.start, min(best.end, best.start + clip_s)
 
 
-def clip_path(folder: Path, key: str, label: str) -> Path:
+def clip_path(folder: Path, key: str, label: str, span: tuple[float, float]) -> Path:
+    """The clip's file: named by meeting, speaker and span, so a merge that changes the
+    speaker's turns makes a new clip instead of playing the old one."""
     safe = re.sub(r"[^A-Za-z0-9_-]", "_", label)[:64]
-    return folder / f"{key[:32]}-{safe}.wav"
+    return folder / f"{key[:32]}-{safe}-{int(span[0] * 1000)}-{int(span[1] * 1000)}.wav"
 
 
 def make_clip(recording: Path, t: SpeakerTranscript, label: str, clip_s: float,
@@ -39,7 +41,7 @@ def make_clip(recording: Path, t: SpeakerTranscript, label: str, clip_s: float,
     span = clearest(t, label, clip_s)
     if span is None:
         return None
-    out = clip_path(folder, key, label)
+    out = clip_path(folder, key, label, span)
     if out.exists():
         return out
     audio = decode_audio(recording)

@@ -28,7 +28,8 @@ class WebServer:
         import uvicorn
 
         return uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning",
-                              access_log=False, server_header=False, lifespan="off")
+                              access_log=False, server_header=False, lifespan="off",
+                              timeout_graceful_shutdown=2)  # open event streams end then
 
     def serve(self) -> None:
         """In this thread, until SIGINT/SIGTERM (``minutesd web``)."""

@@ -11,7 +11,7 @@ function list(id, items, row) {
 
 function showQueue(q) {
   list("inbox", q.inbox, (f) => `<li>${esc(f.name)}</li>`);
-  list("active", q.active, (j) => `<li>${esc(j.name)}: ${esc(j.doing)}</li>`);
+  list("active", q.active, (j) => `<li data-key="${esc(j.key)}">${esc(j.name)}: ${esc(j.doing)}</li>`);
   list("failed", q.failed, (j) => `<li>${esc(j.name)} <span class="err">${esc(j.step)}: ${esc(j.error)}</span>` +
     (j.retry ? ` <form method="post" action="/retry/${esc(j.key)}" class="inline"><input type="hidden" name="csrf" value="${esc(csrf())}"><button>Retry</button></form>` : "") + "</li>");
   list("done", q.done, (j) => `<li><a href="/meeting/${esc(j.key)}">${esc(j.title || j.name)}</a></li>`);
@@ -28,6 +28,8 @@ function live() {
   es.addEventListener("step", (e) => {
     const d = JSON.parse(e.data);
     el("stage").textContent = `${d.name}: ${d.verb}`; el("stage").dataset.live = "1";
+    const row = document.querySelector(`#active li[data-key="${CSS.escape(d.sha)}"]`);
+    if (row) row.textContent = `${d.name}: ${d.verb}`;  // ahead of the next queue snapshot
     if (d.step === "minutes_written") el("tokens").textContent = "";
     el("progress").hidden = d.step !== "transcribed"; el("progress").value = 0;
   });

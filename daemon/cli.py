@@ -38,6 +38,7 @@ from daemon.service.queue import DB_NAME, JobStore
 from daemon.settings import SettingsError, load_settings
 from daemon.voices.recognizer import EnrollError
 from daemon.voices.store import ProfileStore
+from daemon.web.server import WebServer
 from integrations.google_auth import AuthProblem, authorize
 
 
@@ -138,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     vf.add_argument("name", help="the person's name as `voices list` shows it")
     _common(vf)
 
+    wb = sub.add_parser("web", help="the review page alone (queue, meetings, speakers); "
+                        "`minutesd run` serves it live when web.enabled is true")
+    wb.add_argument("--host", help="address to listen on (default web.host, 127.0.0.1)")
+    wb.add_argument("--port", type=int, help="port (default web.port)")
+    _common(wb)
     dr = sub.add_parser("doctor", help="check settings, folders, permissions, models, GPU and "
                                        "credentials, and say what to fix")
     dr.add_argument("--json", action="store_true", help="JSON output")
@@ -373,6 +379,19 @@ def cmd_status(args) -> int:
     return status(_load(args), args.json)
 
 
+def cmd_web(args) -> int:
+    settings = _load(args)
+    try:
+        server = WebServer(settings, None, args.host, args.port)
+    except errors.OperatorError as exc:
+        print(f"minutesd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"minutesd: review page on http://{server.host}:{server.port}/ (the queue is polled; "
+          "live progress needs web.enabled in `minutesd run`)", file=sys.stderr)
+    server.serve()
+    return EXIT_OK
+
+
 def cmd_doctor(args) -> int:
     return doctor(_load(args), args.json)
 
@@ -384,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
                "settings": cmd_settings, "run": cmd_run, "search": cmd_search,
                "status": cmd_status, "doctor": cmd_doctor, "auth": cmd_auth,
                "drive": cmd_drive, "voices": cmd_voices,
-               "speakers": cmd_speakers}[args.command]
+               "speakers": cmd_speakers, "web": cmd_web}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:

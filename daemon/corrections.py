@@ -229,6 +229,21 @@ def learn(learner: VoiceLearner | None, rec: ArchiveRecord, changes: list[Change
 # --------------------------------------------------------------------------- the command
 
 
+def apply(settings: Settings, archive: LocalArchive, rec: ArchiveRecord, folder: Path,
+          set_names: list[tuple[str, str]] | None = None,
+          merges: list[tuple[str, str]] | None = None, confirm: list[str] | None = None,
+          learner: VoiceLearner | None = None) -> tuple[list[Change], int, list[str]]:
+    """What ``--set/--merge/--confirm`` do, for the command and the review page alike:
+    correct the record, write it back (archive files and search index), queue the mirrors'
+    updates (Drive Docs), learn the voices. Returns (changes, mirror updates queued, what
+    the voice profiles learned)."""
+    changes = correct(rec, set_names, merges, confirm)
+    archive.update(rec)
+    queued = _requeue_mirrors(settings, rec.key)
+    learned = learn(learner, rec, changes, folder)
+    return changes, queued, learned
+
+
 def speakers_command(settings: Settings, ref: str, sets: list[str], merges: list[str],
                      confirms: list[str], as_json: bool = False,
                      learner: VoiceLearner | None = None) -> int:
@@ -253,14 +268,11 @@ def speakers_command(settings: Settings, ref: str, sets: list[str], merges: list
         key, folder = found[0]
         rec = load_record(Path(folder))
         changes: list[Change] = []
+        queued, learned = 0, []
         if sets or merges or confirms:
-            changes = correct(rec, parse_pairs(sets, "--set"), parse_pairs(merges, "--merge"),
-                              confirms)
-            archive.update(rec)
-            queued = _requeue_mirrors(settings, key)
-            learned = learn(learner, rec, changes, Path(folder))
-        else:
-            queued, learned = 0, []
+            changes, queued, learned = apply(settings, archive, rec, Path(folder),
+                                             parse_pairs(sets, "--set"),
+                                             parse_pairs(merges, "--merge"), confirms, learner)
     except CorrectionError as exc:
         print(f"minutesd: {exc}", file=sys.stderr)
         return exc.exit_code

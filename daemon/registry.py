@@ -179,9 +179,13 @@ PIPELINES: Registry[Processing] = Registry("pipeline", {})
 PIPELINES.register("standard", standard_processor)
 
 
-def build_processor(settings: Settings, log=None) -> Processing:
-    """The daemon's pipeline: the standard one, unless something registered another."""
-    return PIPELINES.build("standard", settings, log=log)
+def build_processor(settings: Settings, log=None,
+                    on_token: TokenSink | None = None) -> Processing:
+    """The daemon's pipeline: the standard one, unless something registered another.
+    ``on_token`` gets the LLM's text as it is written (the review page's live view)."""
+    if on_token is None:
+        return PIPELINES.build("standard", settings, log=log)
+    return PIPELINES.build("standard", settings, log=log, on_token=on_token)
 
 
 def build_voice_learner(settings: Settings) -> ProfileLearner | None:

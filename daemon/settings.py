@@ -326,6 +326,18 @@ class ArchiveSettings(_Strict):
         return daemon._under_root(self.path).absolute()
 
 
+class WebSettings(_Strict):
+    """The review page (``minutesd web``, or inside ``minutesd run`` with ``enabled``)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8790, ge=0, le=65535)
+    token: str | None = Field(None, min_length=16)
+    max_upload_mb: int = Field(2000, ge=1, le=100_000)
+    page_size: int = Field(50, ge=5, le=500)
+    clip_s: float = Field(8.0, ge=1, le=60)
+
+
 class Settings(_Strict):
     asr: ASRSettings = ASRSettings()
     diarization: DiarizationSettings = DiarizationSettings()
@@ -336,6 +348,7 @@ class Settings(_Strict):
     logging: LoggingSettings = LoggingSettings()
     daemon: DaemonSettings = DaemonSettings()
     archive: ArchiveSettings = ArchiveSettings()
+    web: WebSettings = WebSettings()
     cache_dir: Path = Path("~/.cache/minutesd")
     source: str = Field("<defaults>", exclude=True)
 

@@ -12,7 +12,8 @@ CLI (``minutesd run`` and friends) with the models replaced:
   queue fails as SQLite does on a full disk (``database or disk is full``): the state disk
   is full, without having to fill one.
 * ``--fake-llm``: real speech models, a deterministic chat model in place of the LLM (its
-  minutes quote the transcript), for end-to-end tests where the LLM is not the subject.
+  minutes quote the transcript), for end-to-end tests where the LLM is not the subject. It
+  streams its answer 8 characters at a time, ``MINUTESD_FAKE_TOKEN_S`` apart.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ from daemon.types import (
 class FakeProcessor:
     """Duck-types :class:`daemon.pipeline.Processor` (``hear`` + ``understand``)."""
 
-    def __init__(self, settings, log=None):
+    def __init__(self, settings, log=None, on_token=None):
         self.settings = settings
+        self.on_token = on_token
         self.hear_s = float(os.environ.get("MINUTESD_FAKE_HEAR_S", "0"))
         self.understand_s = float(os.environ.get("MINUTESD_FAKE_UNDERSTAND_S", "0"))
         self.flaky: dict[str, int] = {}
@@ -138,8 +140,12 @@ class EchoChat:
             "decisions": [],
             "action_items": [],
         })
-        if on_token:
-            on_token(answer)
+        if on_token:  # streamed as a model does, a few characters at a time
+            pause = float(os.environ.get("MINUTESD_FAKE_TOKEN_S", "0"))
+            for i in range(0, len(answer), 8):
+                on_token(answer[i:i + 8])
+                if pause:
+                    time.sleep(pause)
         return answer
 
 

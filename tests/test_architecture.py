@@ -33,7 +33,7 @@ from daemon.errors import (
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("daemon", "integrations")
 HEAVY = ("torch", "transformers", "pyannote", "ctranslate2", "googleapiclient", "faster_whisper",
-         "senko", "bitsandbytes")
+         "senko", "bitsandbytes", "starlette", "uvicorn", "jinja2")
 
 
 def _modules() -> dict[str, Path]:

@@ -277,6 +277,16 @@ class LocalArchive:
                           source=r["source"] or "", score=float(r["score"]))
                 for r in rows]
 
+    def listing(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """Archived meetings, newest first (date, time): key, date, time, title, folder."""
+        with self._lock:
+            rows = self.db().execute(
+                "SELECT key, folder, date, time, title FROM meetings WHERE state='done'"
+                " ORDER BY date DESC, COALESCE(time, '') DESC, archived_at DESC"
+                " LIMIT ? OFFSET ?", (limit, offset)).fetchall()
+        return [{"key": r["key"], "date": r["date"], "time": r["time"], "title": r["title"],
+                 "folder": str(self.root / r["folder"])} for r in rows]
+
     def count(self) -> int:
         with self._lock:
             return self.db().execute("SELECT COUNT(*) FROM meetings WHERE state='done'"

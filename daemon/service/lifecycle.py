@@ -41,6 +41,7 @@ from daemon.errors import (
     environment_problem,
 )
 from daemon.files import is_within
+from daemon.live import Live
 from daemon.logs import RepeatLog, get_logger
 from daemon.notify import Notifier
 from daemon.protocols import Processing
@@ -57,6 +58,7 @@ from daemon.service.statusfile import STATUS_NAME, StatusFile
 from daemon.service.uploads import Uploader
 from daemon.settings import Settings
 from daemon.watch import InboxWatcher
+from daemon.web.server import WebServer
 
 ProcessorFactory = Callable[[Settings, Any], Processing]
 
@@ -86,7 +88,14 @@ class Service:
         self.archive = archive or registry.build_archive(settings)
         self.mirrors: list[Archive] | None = mirrors  # built in open() (they keep state there)
         self.notifier = notifier or Notifier()
-        self.processor_factory = processor_factory or registry.build_processor
+        # The review page inside the daemon (web.enabled): a live hub the steps and the
+        # minutes writer publish to, served as server-sent events.
+        self.live: Live | None = Live() if settings.web.enabled else None
+        self.web: WebServer | None = None
+        live = self.live
+        self.processor_factory = processor_factory or (
+            (lambda s, log: registry.build_processor(s, log, on_token=live.token)) if live
+            else registry.build_processor)
         self.log = get_logger("minutesd.daemon")
         self.stop_event = threading.Event()
         self.work_event = threading.Event()
@@ -161,7 +170,7 @@ class Service:
                              self.work_event, keepalive=self.notifier.watchdog)
         self.runner = StepRunner(self.cfg, store, self.archive, [m.name for m in self.mirrors],
                                  self.filing, self.monitor, folders, self.log, self.stop_event,
-                                 sources=spool)
+                                 sources=spool, live=self.live)
         store.heartbeat("starting", info=self.backends(), started=True)
         if store.recover_uploads():
             self.log.warning("resuming uploads interrupted by a crash or kill")
@@ -254,6 +263,12 @@ class Service:
             return EXIT_ERROR
         store = self.store
         assert store is not None and self.intake is not None and self.runner is not None
+        if self.settings.web.enabled:
+            try:
+                self.web = WebServer(self.settings, self.live).start()
+                self.log.info("review page", url=f"http://{self.web.host}:{self.web.port}/")
+            except OperatorError as exc:
+                self.log.error("review page not started", error=str(exc))
         try:
             if not self.load_models():
                 return self._stop_while_loading()
@@ -434,6 +449,8 @@ class Service:
                 self.store.release(w.sha)
                 self.log.warning("step abandoned at shutdown; it is redone at the next start",
                                  job=w.sha[:12], step=w.step)
+        if self.web is not None:
+            self.web.stop()
         self.write_status("stopped")
         with contextlib.suppress(Exception):  # the state disk may be full
             self.store.heartbeat("stopped", health=self.health)

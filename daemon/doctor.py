@@ -24,6 +24,7 @@ from daemon.registry import build_archive
 from daemon.service.layout import LayoutError, check_layout, daemon_folders
 from daemon.service.queue import DB_NAME, JobStore
 from daemon.settings import Settings
+from daemon.text import printable
 from daemon.torchutil import gpu_info
 from integrations.google_auth import token_report
 
@@ -416,9 +417,9 @@ def doctor(settings: Settings, as_json: bool = False) -> int:
     for c in checks:
         tag = c.level.upper() if c.level in ("warn", "fail") else c.level
         tag = f"{colour[c.level]}{tag:<5}\x1b[0m" if tty else f"{tag:<5}"
-        print(f"{tag} {c.name:<16} {c.message}")
+        print(f"{tag} {c.name:<16} {printable(c.message)}")
         if c.fix:
-            print(f"      {'':<16} fix: {c.fix}")
+            print(f"      {'':<16} fix: {printable(c.fix)}")
     print(f"\n{len(fails)} to fix, {len(warns)} warnings." if fails or warns
           else "\nall good.")
     return 1 if fails else 0

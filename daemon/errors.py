@@ -43,6 +43,7 @@ class Handling(StrEnum):
 # Exit statuses of the CLI (sysexits.h where one fits).
 EXIT_OK = 0
 EXIT_ERROR = 1  # needs you (the message says the fix), or something unexpected
+EXIT_NO_MATCH = 1  # a search (or a meeting reference) found nothing
 EXIT_USAGE = 2  # invalid settings or arguments, folders that cannot work together
 EXIT_BAD_INPUT = 65  # EX_DATAERR: this recording cannot be processed as it is
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: a service did not answer; the same command may work later

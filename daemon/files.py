@@ -12,6 +12,15 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from daemon.text import cut_utf8
+
+NAME_MAX = 255  # bytes in one path component (ext4, xfs, btrfs, tmpfs; SMB and NFS alike)
+# Room every name minutesd derives from a recording's name keeps for what it adds: the
+# " (99999)" of unique_path, then ".error.json" and atomic_write's ".<name>.XXXXXXXX" temp
+# (21 bytes), or move_file's ".<name>.minutesd-copy" (15).
+NAME_RESERVE = 32
+MAX_EXT = 16  # longer "extensions" are part of the name (a.b.c.d), cut with it
+
 
 def sha256_file(path: Path, on_block: Callable[[], None] | None = None) -> str:
     """sha256 of a file, read in 1 MiB blocks; ``on_block`` runs every 64 MiB (watchdog)."""
@@ -37,6 +46,21 @@ def fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def fit_name(name: str, reserve: int = NAME_RESERVE, limit: int = NAME_MAX) -> str:
+    """``name`` short enough that ``reserve`` more bytes still fit in one path component:
+    the stem cut at a UTF-8 character boundary, the extension kept. Every name minutesd
+    makes from a recording's name goes through this (a 250-byte name is legal, its
+    ``.error.json`` beside it is not)."""
+    room = limit - reserve
+    if len(os.fsencode(name)) <= room:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not stem or len(os.fsencode(ext)) > MAX_EXT:
+        stem, dot, ext = name, "", ""
+    tail = dot + ext
+    return cut_utf8(stem, room - len(os.fsencode(tail))).rstrip(" .") + tail
 
 
 def unique_path(folder: Path, name: str) -> Path:

@@ -1,5 +1,9 @@
 """structlog set-up: key=value lines on a terminal, JSON lines for journald/machines; and
-:class:`RepeatLog`, which logs an error that repeats once, then a count."""
+:class:`RepeatLog`, which logs an error that repeats once, then a count.
+
+File names, titles and errors come from outside (whoever can write to the inbox), so the
+console lines show their control characters, ANSI escapes and bidi overrides escaped
+(:func:`daemon.text.printable`); JSON lines are exact, json escapes them itself."""
 
 from __future__ import annotations
 
@@ -9,6 +13,19 @@ import time
 from collections.abc import Callable
 
 import structlog
+
+from daemon.text import printable
+
+
+def escape_controls(logger, method_name: str, event_dict: dict) -> dict:
+    """structlog processor: every text value (and the event) through :func:`printable`; a
+    formatted traceback keeps its line breaks."""
+    out = {}
+    for k, v in event_dict.items():
+        if isinstance(v, str):
+            v = "\n".join(map(printable, v.split("\n"))) if k == "exception" else printable(v)
+        out[k] = v
+    return out
 
 
 def configure_logging(level: str = "info", json_lines: bool = False) -> None:
@@ -22,7 +39,8 @@ def configure_logging(level: str = "info", json_lines: bool = False) -> None:
     if json_lines:
         processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     else:
-        processors += [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+        processors += [structlog.processors.format_exc_info, escape_controls,
+                       structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(lvl),

@@ -18,6 +18,17 @@ and ASR hints carry them); otherwise from capitalised words in vocative position
 not common words. Speakers and names are matched one-to-one by the best total score; a
 speaker with no positive evidence stays unnamed (rendered "Speaker N"), so a name is never
 guessed. With a roster, a single speaker and a single roster name left over are paired.
+
+**Voice** (:mod:`daemon.voices`): a speaker whose voice matched an enrolled person (above
+the calibrated threshold, by a margin over the runner-up) gets that name as evidence worth
+``VOICE_WEIGHT``, more than the words of a whole meeting usually add up to, in the same
+one-to-one assignment: a strong voice match outweighs a guess from the words, and words
+still name the speakers nobody enrolled. Spoken first names ("Clara") of voice-matched people
+count for their full names.
+
+Each named speaker carries its evidence (``Speaker.evidence``: kind "voice" with the
+similarity and profile, "words" with what was said, "roster" for the one speaker and roster name left) and a
+``confidence`` in 0..1.
 """
 
 from __future__ import annotations
@@ -27,7 +38,9 @@ import re
 from dataclasses import dataclass, field
 
 from daemon.text import split_sentences
-from daemon.types import SpeakerTranscript
+from daemon.types import Evidence, SpeakerTranscript, VoiceMatch
+
+VOICE_WEIGHT = 10.0
 
 # Capitalised words that open sentences or turns and are not names.
 NOT_NAMES = set(["a", "about", "actually", "after", "again", "ah", "alright", "also", "although", "an", "and", "anyway", "anything", "april", "are", "as", "at", "august", "but", "by", "can", "could", "december", "did", "do", "does", "don't", "everyone", "everybody", "excellent", "fantastic", "february", "fine", "first", "folks", "for", "friday", "from", "good", "got", "great", "guys", "hello", "hey", "hi", "how", "i", "i'd", "i'll", "i'm", "i've", "if", "in", "is", "it", "it's", "january", "july", "june", "just", "let", "let's", "like", "march", "may", "maybe", "me", "mhm", "monday", "morning", "my", "next", "no", "nobody", "not", "november", "now", "october", "oh", "ok", "okay", "on", "one", "or", "our", "perfect", "please", "quick", "really", "right", "saturday", "see", "september", "she", "should", "so", "sorry", "sounds", "sunday", "sure", "team", "thank", "thanks", "that", "that's", "the", "then", "there", "they", "this", "thursday", "today", "tomorrow", "tuesday", "um", "uh", "understood", "very", "wait", "we", "we'll", "we're", "wednesday", "well", "what", "when", "where", "which", "who", "why", "will", "with", "wow", "yeah", "yes", "yesterday", "you", "you're", "your", "all", "both", "any", "each", "either", "every", "few", "many", "most", "much", "neither", "none", "several", "some", "such", "here", "everything", "nothing", "something", "because", "since", "until", "while", "same", "other", "another", "agreed", "indeed", "absolutely", "exactly", "definitely", "certainly", "correct", "true", "cool", "nice", "lovely", "awesome"])
@@ -49,11 +62,19 @@ _SELF = re.compile(rf"\b(?:I'm|I am|this is|my name is)\s+({_WORD})\b(?!\s+and\b
 class NameEvidence:
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # speaker -> name -> score
     reasons: list[str] = field(default_factory=list)
+    items: list[tuple[str, str, float, str]] = field(default_factory=list)  # spk, name, score, why
 
     def add(self, speaker: str, name: str, score: float, why: str) -> None:
         self.scores.setdefault(speaker, {})
         self.scores[speaker][name] = self.scores[speaker].get(name, 0.0) + score
         self.reasons.append(f"{speaker} {'+' if score > 0 else ''}{score:g} {name}: {why}")
+        self.items.append((speaker, name, score, why))
+
+    def rename(self, old: str, new: str) -> None:
+        for d in self.scores.values():
+            if old in d:
+                d[new] = d.get(new, 0.0) + d.pop(old)
+        self.items = [(s, new if n == old else n, v, w) for s, n, v, w in self.items]
 
 
 def _canon(token: str, roster: list[str]) -> str | None:
@@ -75,6 +96,11 @@ def _canon(token: str, roster: list[str]) -> str | None:
     return token.capitalize()
 
 
+def _clock(seconds: float) -> str:
+    s = int(max(0.0, seconds))
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
 def gather_evidence(t: SpeakerTranscript, roster: list[str]) -> NameEvidence:
     ev = NameEvidence()
     segs = t.segments
@@ -84,10 +110,11 @@ def gather_evidence(t: SpeakerTranscript, roster: list[str]) -> NameEvidence:
         sents = split_sentences(seg.text)
         if not sents:
             continue
+        at = _clock(seg.start)
         # Thanks at the start of a turn: the previous speaker.
         m = _THANKS.match(sents[0])
         if m and prev_spk and (name := _canon(m.group(1), roster)):
-            ev.add(prev_spk, name, 2.0, f"thanked by {seg.speaker}: {sents[0][:60]!r}")
+            ev.add(prev_spk, name, 2.0, f"thanked by {seg.speaker} at {at}: {sents[0][:60]!r}")
         # A name addressed in the turn's sentences, expecting an answer from the next speaker.
         for k, sent in enumerate(sents):
             for rx in (_ADDRESS_START, _ADDRESS_MID, _ADDRESS_END):
@@ -103,14 +130,15 @@ def gather_evidence(t: SpeakerTranscript, roster: list[str]) -> NameEvidence:
                 request = re.search(r"\b(can you|could you|would you|will you|please)\b", sent, re.I)
                 if next_spk and (last or question or request):
                     score = 2.0 if (last and question) else 1.0
-                    ev.add(next_spk, name, score, f"addressed by {seg.speaker}: {sent[:60]!r}")
+                    ev.add(next_spk, name, score, f"addressed by {seg.speaker} at {at}: {sent[:60]!r}")
         # "I'll send the draft to Olivia" in a reply: often said to the person being answered.
         for m4 in _HANDED_TO.finditer(seg.text):
             if prev_spk and (name := _canon(m4.group(1), roster)):
-                ev.add(prev_spk, name, 1.0, f"handed something by {seg.speaker}: {m4.group(0)!r}")
+                ev.add(prev_spk, name, 1.0,
+                       f"handed something by {seg.speaker} at {at}: {m4.group(0)!r}")
         for m3 in _SELF.finditer(seg.text):
             if name := _canon(m3.group(1), roster):
-                ev.add(seg.speaker, name, 3.0, f"introduces self: {m3.group(0)!r}")
+                ev.add(seg.speaker, name, 3.0, f"introduces self at {at}: {m3.group(0)!r}")
         # Mentioned names: probably not the speaker.
         mentioned = {c for w in re.findall(_WORD, seg.text) if (c := _canon(w, roster))}
         for name in mentioned:
@@ -125,20 +153,37 @@ def _unify_short_forms(ev: NameEvidence) -> None:
         longer = [n for n in names
                   if len(short) >= 3 and len(n) >= len(short) + 2 and n.startswith(short)]
         if len(longer) == 1:
-            for d in ev.scores.values():
-                if short in d:
-                    d[longer[0]] = d.get(longer[0], 0.0) + d.pop(short)
+            ev.rename(short, longer[0])
             ev.reasons.append(f"{short} read as {longer[0]}")
 
 
+def _fold_into_people(ev: NameEvidence, people: list[str]) -> None:
+    """A spoken first name or surname of exactly one of ``people`` counts for that person."""
+    for name in {n for d in ev.scores.values() for n in d}:
+        if name in people:
+            continue
+        t = name.lower()
+        hits = [p for p in people if t in [w.lower() for w in p.split()]]
+        if len(hits) == 1:
+            ev.rename(name, hits[0])
+            ev.reasons.append(f"{name} read as {hits[0]}")
+
+
 def assign_names(
-    t: SpeakerTranscript, roster: list[str] | None = None
+    t: SpeakerTranscript, roster: list[str] | None = None,
+    voices: dict[str, VoiceMatch] | None = None,
 ) -> tuple[dict[str, str], NameEvidence]:
-    """Return ``{speaker_id: name}`` for the speakers with enough evidence, and the evidence."""
+    """Return ``{speaker_id: name}`` for the speakers with enough evidence, and the evidence.
+    ``voices``: speakers recognised by voice (their matches weigh ``VOICE_WEIGHT``)."""
     roster = [r.strip() for r in (roster or []) if r.strip()]
     ev = gather_evidence(t, roster)
     if not roster:
         _unify_short_forms(ev)
+    if voices:
+        _fold_into_people(ev, sorted({m.name for m in voices.values()}))
+        for spk, m in voices.items():
+            ev.add(spk, m.name, VOICE_WEIGHT,
+                   f"voice: similarity {m.similarity:.3f} to the enrolled {m.name}")
     speakers = [s.id for s in t.speakers]
     names = sorted({n for d in ev.scores.values() for n, v in d.items() if v > 0})
     best: dict[str, str] = {}
@@ -178,9 +223,34 @@ def assign_names(
     return best, ev
 
 
-def apply_names(t: SpeakerTranscript, names: dict[str, str]) -> None:
+def apply_names(t: SpeakerTranscript, names: dict[str, str], ev: NameEvidence | None = None,
+                voices: dict[str, VoiceMatch] | None = None) -> None:
+    """Set each speaker's name, and (given the evidence) what it rests on and how sure."""
+    voices = voices or {}
     for s in t.speakers:
         s.name = names.get(s.id)
+        if ev is None:
+            continue
+        s.evidence, s.confidence = [], None
+        if s.name is None:
+            continue
+        m = voices.get(s.id)
+        if m is not None and m.name == s.name:
+            s.evidence.append(Evidence("voice", m.name, similarity=m.similarity,
+                                       profile=m.name, detail=f"model {m.model_id}"))
+        words = 0.0
+        for spk, name, score, why in ev.items:
+            if spk == s.id and name == s.name and not why.startswith("voice:"):
+                s.evidence.append(Evidence("words", name, score=score, detail=why))
+                words += score
+        if m is not None and m.name == s.name:
+            s.confidence = m.confidence if m.confidence is not None else 0.5
+        elif words > 0:
+            s.confidence = round(words / (words + 2.0), 3)  # +2: 0.5, +4: 0.67, +6: 0.75
+        else:  # the one name left over
+            s.evidence.append(Evidence("roster", s.name, detail="the one roster name left "
+                                       "for the one speaker without a name"))
+            s.confidence = 0.4
 
 
 def display_label(t: SpeakerTranscript, speaker_id: str) -> str:

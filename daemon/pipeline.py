@@ -10,7 +10,10 @@ of :mod:`daemon.types`.
                                                 └──MinutesWriter──▶ Minutes
 
 :class:`Hearer` is the hear half (decode, diarize, transcribe, join); :class:`Processor` adds
-the speaker names and the understand half. The daemon runs the two halves as separate,
+the speaker names and the understand half. With voice profiles on, the hear half also
+embeds each diarized speaker's clean speech with the diarizer's model
+(:class:`daemon.voices.recognizer.VoiceProfiles`), and naming matches those voices against
+the enrolled people before it reads the words. The daemon runs the two halves as separate,
 checkpointed steps (``hear``, then ``understand``). Models load in the backends'
 constructors, once per process; reuse a Hearer or Processor across files.
 
@@ -44,6 +47,9 @@ from daemon.types import (
     SpeakerTranscript,
     StageTimes,
 )
+from daemon.voices.learner import learn_guesses
+from daemon.voices.recognizer import VoiceProfiles
+from daemon.voices.store import ProfileStore
 
 # --------------------------------------------------------------------------- the hear half
 
@@ -51,10 +57,12 @@ from daemon.types import (
 class Hearer:
     """Decode → diarize → transcribe → join. Holds its models; reuse it across files."""
 
-    def __init__(self, settings: Settings, transcriber: Transcriber, diarizer: Diarizer):
+    def __init__(self, settings: Settings, transcriber: Transcriber, diarizer: Diarizer,
+                 voices: VoiceProfiles | None = None):
         self.settings = settings
         self.transcriber = transcriber
         self.diarizer = diarizer
+        self.voices = voices  # None: voice profiles off, nothing embedded
 
     def hear(self, path: str | Path, progress: Progress | None = None,
              info: MeetingInfo | None = None) -> HearResult:
@@ -93,7 +101,13 @@ class Hearer:
             source=audio.source,
         )
         times.join_s = time.perf_counter() - t0
-        return HearResult(result, raw, diarization, times)
+        heard = HearResult(result, raw, diarization, times)
+        if self.voices is not None:
+            t0 = time.perf_counter()
+            heard.voices = self.voices.embed_speakers(audio, diarization)
+            heard.voice_model = self.voices.model_id
+            times.voices_s = time.perf_counter() - t0
+        return heard
 
 
 def roster_for(settings: Settings, info: MeetingInfo | None = None) -> list[str]:
@@ -210,10 +224,26 @@ class Processor:
         """Step 1: decode, diarize, transcribe, join, and name the speakers."""
         heard = self.hearer.hear(path, progress, info)
         t0 = time.perf_counter()
-        names, _evidence = assign_names(heard.transcript, roster_for(self.settings, info))
-        apply_names(heard.transcript, names)
+        voices = self.hearer.voices
+        matches = voices.recognize(heard.voices, heard.voice_model) if voices else {}
+        names, evidence = assign_names(heard.transcript, roster_for(self.settings, info), matches)
+        apply_names(heard.transcript, names, evidence, matches)
         heard.times.names_s = time.perf_counter() - t0
         return heard
+
+    def remember_voices(self, key: str, heard: HearResult) -> None:
+        """Keep the meeting's speaker embeddings in the profiles file under ``key`` (the
+        recording's sha256), for learning from names people set later; with
+        ``speakers.learn_from_guesses``, also learn the names the pipeline was sure of."""
+        voices = self.hearer.voices
+        if voices is None or not heard.voices:
+            return
+        cfg = self.settings.speakers
+        with ProfileStore(voices.path) as store:
+            store.remember(key, heard.voices, heard.voice_model or voices.model_id)
+            if cfg.learn_from_guesses:
+                learn_guesses(store, key, heard.transcript, heard.voice_model or voices.model_id,
+                              cfg.learn_min_confidence)
 
     def understand(self, transcript: SpeakerTranscript, path: str | Path,
                    info: MeetingInfo | None = None,

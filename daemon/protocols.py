@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+import numpy as np
+
 from daemon.types import (
     Audio,
     ChatMessage,
@@ -50,6 +52,19 @@ class Diarizer(Protocol):
 
 
 @runtime_checkable
+class VoiceEmbedder(Protocol):
+    """A speaker-embedding model (the diarizer's own). ``model_id`` names the model and its
+    recipe: embeddings of different ids are never compared."""
+
+    model_id: str
+
+    def embed(self, audio: Audio, spans: list[tuple[float, float]]) -> np.ndarray | None:
+        """One L2-normalised vector for the speech in ``spans`` (seconds; 16 kHz mono audio):
+        the mean of its windows' embeddings. None when the spans hold too little audio."""
+        ...
+
+
+@runtime_checkable
 class ChatModel(Protocol):
     """An instruction-tuned LLM behind a chat interface (local transformers, or an
     OpenAI-compatible server). Deterministic unless settings ask for sampling."""
@@ -85,3 +100,8 @@ class Processing(Protocol):
     def understand(self, transcript: SpeakerTranscript, path: str | Path,
                    info: MeetingInfo | None = None,
                    name: str | None = None) -> tuple[Minutes, MeetingFacts]: ...
+
+    def remember_voices(self, key: str, heard: HearResult) -> None:
+        """Keep the meeting's speaker voices (voice profiles on) under its key, so a name a
+        person sets later can be learned."""
+        ...

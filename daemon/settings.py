@@ -28,6 +28,10 @@ from daemon.errors import EXIT_USAGE, OperatorError
 
 ENV_PREFIX = "MINUTESD__"
 SHIPPED_SETTINGS = Path(__file__).resolve().parent.parent / "settings.yaml"
+MAX_SETTINGS_BYTES = 1 << 20  # a settings file is a few KB; 1 MiB is surely not one
+DAY = 86400.0  # the upper bound of every interval and timeout (seconds)
+MAX_YAML_NODES = 10_000  # values after expanding aliases (the shipped file has ~200)
+PROFILES_NAME = "voices.sqlite"
 
 
 class SettingsError(OperatorError):
@@ -36,8 +40,55 @@ class SettingsError(OperatorError):
     exit_code = EXIT_USAGE
 
 
+class YAMLTooBig(yaml.YAMLError):
+    """A YAML document that would expand to more than MAX_YAML_NODES values."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a document expanding to more than MAX_YAML_NODES values.
+    Aliases are allowed, but nine nested lists of nine aliases (a "billion laughs") would
+    expand to 10^9 values and take minutes and gigabytes to validate: it is counted with
+    every alias expanded, before anything is built."""
+
+    def construct_document(self, node):
+        seen: dict[int, int] = {}
+
+        def size(n) -> int:
+            if id(n) in seen:
+                return seen[id(n)]
+            seen[id(n)] = MAX_YAML_NODES + 1  # a cycle (a recursive alias) counts as too big
+            total = 1
+            if isinstance(n, yaml.SequenceNode):
+                for child in n.value:
+                    total += size(child)
+                    if total > MAX_YAML_NODES:
+                        break
+            elif isinstance(n, yaml.MappingNode):
+                for k, v in n.value:
+                    total += size(k) + size(v)
+                    if total > MAX_YAML_NODES:
+                        break
+            seen[id(n)] = total
+            return total
+
+        if size(node) > MAX_YAML_NODES:
+            raise YAMLTooBig(f"more than {MAX_YAML_NODES} values once aliases are "
+                                 "expanded (an alias bomb?); settings are never that big")
+        return super().construct_document(node)
+
+
+def safe_yaml(text: str):
+    """``yaml.safe_load`` with the size of what it builds bounded (see _BoundedLoader)."""
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No .inf or .nan anywhere: an infinite interval sleeps forever or overflows a timer.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -50,7 +101,7 @@ class OpenAIASRSettings(_Strict):
     api_key_file: Path | None = None
     max_upload_mb: float = Field(24.0, gt=0, le=25)
     max_retries: int = Field(5, ge=0, le=20)
-    timeout_s: float = Field(600.0, gt=0)
+    timeout_s: float = Field(600.0, gt=0, le=DAY)
 
 
 class ASRSettings(_Strict):
@@ -75,7 +126,7 @@ class PyannoteSettings(_Strict):
     pipeline: str = "embedded"
     token_env: str = "HF_TOKEN"
     clustering_threshold: float | None = Field(None, gt=0, lt=2)
-    min_duration_off: float = Field(0.0, ge=0)
+    min_duration_off: float = Field(0.0, ge=0, le=3600)
     batch_size: int = Field(8, ge=1, le=256)
 
 
@@ -115,8 +166,8 @@ class DiarizationSettings(_Strict):
 class TurnSettings(_Strict):
     strategy: Literal["word", "segment"] = "word"
     snap_to_sentences: bool = True
-    merge_gap_s: float = Field(1.0, ge=0)
-    max_turn_s: float = Field(60.0, gt=0)
+    merge_gap_s: float = Field(1.0, ge=0, le=3600)
+    max_turn_s: float = Field(60.0, gt=0, le=DAY)
 
 
 class OpenAILLMSettings(_Strict):
@@ -125,7 +176,7 @@ class OpenAILLMSettings(_Strict):
     api_key_env: str = "OPENAI_API_KEY"
     api_key_file: Path | None = None
     max_retries: int = Field(5, ge=0, le=20)
-    timeout_s: float = Field(600.0, gt=0)
+    timeout_s: float = Field(600.0, gt=0, le=DAY)
     json_mode: bool = True
 
 
@@ -155,6 +206,28 @@ class MinutesSettings(_Strict):
     def _date_text(cls, v: Any) -> Any:
         # YAML reads an unquoted 2026-03-04 (in the file or a MINUTESD__ override) as a date
         return v.isoformat() if isinstance(v, _dt.date) else v
+
+
+class SpeakerSettings(_Strict):
+    """``speakers``: recognising enrolled people by their voices (voice profiles)."""
+
+    voice_profiles: bool = True
+    profiles: Path | None = None
+    threshold: float = Field(0.85, ge=-1, le=1)
+    margin: float = Field(0.10, ge=0, le=2)
+    top_k: int = Field(3, ge=1, le=100)
+    min_speech_s: float = Field(3.0, gt=0)
+    max_speech_s: float = Field(30.0, gt=0)
+    edge_trim_s: float = Field(0.2, ge=0, le=5)
+    learn_from_guesses: bool = False
+    learn_min_confidence: float = Field(0.8, ge=0, le=1)
+
+    def resolved_profiles(self, daemon: DaemonSettings) -> Path:
+        """``profiles``, else ``voices.sqlite`` in the state directory (relative: under it)."""
+        if self.profiles is None:
+            return daemon.resolved_state_dir() / PROFILES_NAME
+        p = Path(os.path.expandvars(str(self.profiles))).expanduser()
+        return p if p.is_absolute() else daemon.resolved_state_dir() / p
 
 
 class LoggingSettings(_Strict):
@@ -189,18 +262,19 @@ class DaemonSettings(_Strict):
     state_dir: Path | None = None
     polling: bool = False
     poll_interval_s: float = Field(5.0, gt=0, le=3600)
-    stable_seconds: float = Field(5.0, ge=0, le=86400)
+    stable_seconds: float = Field(5.0, ge=0, le=DAY)
     facts_wait_s: float = Field(10.0, ge=0, le=3600)
-    rescan_interval_s: float = Field(300.0, ge=0)
+    rescan_interval_s: float = Field(300.0, ge=0, le=DAY)
     ignore: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE))
     max_attempts: int = Field(3, ge=1, le=100)
-    retry_backoff_s: float = Field(60.0, ge=0)
-    retry_backoff_max_s: float = Field(3600.0, ge=0)
+    retry_backoff_s: float = Field(60.0, ge=0, le=DAY)
+    retry_backoff_max_s: float = Field(3600.0, ge=0, le=7 * DAY)
     keep_originals: bool = False
     max_file_mb: int = Field(4000, ge=0)
     concurrency: int = Field(1, ge=1, le=16)
     min_free_mb: int = Field(200, ge=0)
     stop_timeout_s: float = Field(60.0, ge=0, le=3600)
+    step_budget_factor: float = Field(1.0, ge=0, le=100)
 
     def _under_root(self, p: Path) -> Path:
         p = Path(os.path.expandvars(str(p))).expanduser()
@@ -241,8 +315,8 @@ class DriveSettings(_Strict):
     num_retries: int = Field(5, ge=0, le=20)
     retry_delay_s: float = Field(1.0, ge=0, le=60)
     timeout_s: float = Field(60.0, gt=0, le=3600)
-    retry_backoff_s: float = Field(30.0, ge=0)
-    retry_backoff_max_s: float = Field(3600.0, ge=0)
+    retry_backoff_s: float = Field(30.0, ge=0, le=DAY)
+    retry_backoff_max_s: float = Field(3600.0, ge=0, le=7 * DAY)
     api_endpoint: str | None = None
     token_uri: str | None = None
     ca_certs: Path | None = None
@@ -267,15 +341,29 @@ class ArchiveSettings(_Strict):
         return daemon._under_root(self.path).absolute()
 
 
+class WebSettings(_Strict):
+    """The review page (``minutesd web``, or inside ``minutesd run`` with ``enabled``)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8790, ge=0, le=65535)
+    token: str | None = Field(None, min_length=16)
+    max_upload_mb: int = Field(2000, ge=1, le=100_000)
+    page_size: int = Field(50, ge=5, le=500)
+    clip_s: float = Field(8.0, ge=1, le=60)
+
+
 class Settings(_Strict):
     asr: ASRSettings = ASRSettings()
     diarization: DiarizationSettings = DiarizationSettings()
     turns: TurnSettings = TurnSettings()
     llm: LLMSettings = LLMSettings()
     minutes: MinutesSettings = MinutesSettings()
+    speakers: SpeakerSettings = SpeakerSettings()
     logging: LoggingSettings = LoggingSettings()
     daemon: DaemonSettings = DaemonSettings()
     archive: ArchiveSettings = ArchiveSettings()
+    web: WebSettings = WebSettings()
     cache_dir: Path = Path("~/.cache/minutesd")
     source: str = Field("<defaults>", exclude=True)
 
@@ -304,7 +392,9 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
         if not keys:
             continue
         try:
-            value = yaml.safe_load(raw) if raw != "" else None
+            value = safe_yaml(raw) if raw != "" else None
+        except YAMLTooBig as exc:
+            raise SettingsError(f"${name}: {exc}") from None
         except yaml.YAMLError:
             value = raw
         _set_path(tree, keys, value)
@@ -351,7 +441,11 @@ def load_settings(
     data: dict[str, Any] = {}
     if file.exists():
         try:
-            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+            size = file.stat().st_size
+            if size > MAX_SETTINGS_BYTES:
+                raise SettingsError(f"{file}: {size} bytes; a settings file is at most "
+                                    f"{MAX_SETTINGS_BYTES} bytes")
+            loaded = safe_yaml(file.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
             raise SettingsError(f"{file}: not valid YAML: {exc}") from exc
         if loaded is not None and not isinstance(loaded, dict):

@@ -14,7 +14,8 @@ CLI (``minutesd run`` and friends) with the models replaced:
   queue fails as SQLite does on a full disk (``database or disk is full``): the state disk
   is full, without having to fill one.
 * ``--fake-llm``: real speech models, a deterministic chat model in place of the LLM (its
-  minutes quote the transcript), for end-to-end tests where the LLM is not the subject.
+  minutes quote the transcript), for end-to-end tests where the LLM is not the subject. It
+  streams its answer 8 characters at a time, ``MINUTESD_FAKE_TOKEN_S`` apart.
 """
 
 from __future__ import annotations
@@ -52,14 +53,16 @@ from daemon.types import (
 class FakeProcessor:
     """Duck-types :class:`daemon.pipeline.Processor` (``hear`` + ``understand``)."""
 
-    def __init__(self, settings, log=None):
+    def __init__(self, settings, log=None, on_token=None):
         self.settings = settings
+        self.on_token = on_token
         self.hear_s = float(os.environ.get("MINUTESD_FAKE_HEAR_S", "0"))
         self.understand_s = float(os.environ.get("MINUTESD_FAKE_UNDERSTAND_S", "0"))
         self.flaky: dict[str, int] = {}
         time.sleep(float(os.environ.get("MINUTESD_FAKE_LOAD_S", "0")))  # "loading models"
         self.calls: list[tuple[str, str]] = []
         self.infos: list[MeetingInfo | None] = []  # the facts each hear() was given
+        self.remembered: list[str] = []  # the keys remember_voices() was called with
 
     def _sleep(self, seconds: float) -> None:
         if seconds > 0:
@@ -99,6 +102,10 @@ class FakeProcessor:
         if progress:
             progress("transcribe", t.duration_s, t.duration_s)
         return HearResult(t, Transcript([]), Diarization([]), StageTimes())
+
+    def remember_voices(self, key: str, heard: HearResult) -> None:
+        """No voices are heard here, so none are kept; the key is noted (tests)."""
+        self.remembered.append(key)
 
     def understand(self, transcript: SpeakerTranscript, path, info: MeetingInfo | None = None,
                    name: str | None = None) -> tuple[Minutes, MeetingFacts]:
@@ -144,8 +151,12 @@ class EchoChat:
             "decisions": [],
             "action_items": [],
         })
-        if on_token:
-            on_token(answer)
+        if on_token:  # streamed as a model does, a few characters at a time
+            pause = float(os.environ.get("MINUTESD_FAKE_TOKEN_S", "0"))
+            for i in range(0, len(answer), 8):
+                on_token(answer[i:i + 8])
+                if pause:
+                    time.sleep(pause)
         return answer
 
 

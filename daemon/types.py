@@ -87,10 +87,54 @@ class Diarization:
 
 
 @dataclass
+class Evidence:
+    """Why a speaker got a name: ``kind`` "voice" (``similarity`` of the speaker's voice to the
+    enrolled ``profile``), or "words" (how people addressed each other; ``detail`` says how)."""
+
+    kind: str
+    name: str
+    similarity: float | None = None
+    profile: str | None = None
+    score: float | None = None
+    detail: str | None = None
+
+    def to_json(self) -> dict:
+        return {k: (round(v, 4) if isinstance(v, float) else v)
+                for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Evidence:
+        return cls(d["kind"], d.get("name", ""), d.get("similarity"), d.get("profile"),
+                   d.get("score"), d.get("detail"))
+
+
+@dataclass
 class Speaker:
     id: str
     name: str | None = None
     talk_time_s: float = 0.0
+    evidence: list[Evidence] = field(default_factory=list)
+    confidence: float | None = None  # 0..1, how sure the name is (None: unnamed)
+
+    def to_json(self, talk_digits: int = 2) -> dict:
+        d: dict = {"id": self.id, "name": self.name,
+                   "talk_time_s": round(self.talk_time_s, talk_digits)}
+        if self.evidence or self.confidence is not None:
+            d["evidence"] = [e.to_json() for e in self.evidence]
+            d["confidence"] = None if self.confidence is None else round(self.confidence, 3)
+        return d
+
+
+@dataclass
+class VoiceMatch:
+    """A diarized speaker recognised as an enrolled person."""
+
+    speaker: str
+    name: str
+    similarity: float
+    runner_up: float | None  # best similarity to any other person (None: nobody else)
+    model_id: str
+    confidence: float | None = None
 
 
 @dataclass
@@ -102,7 +146,9 @@ class SpeakerSegment:
 
 
 def _speakers_from_json(items: list[dict]) -> list[Speaker]:
-    return [Speaker(s["id"], s.get("name"), float(s.get("talk_time_s", 0.0))) for s in items]
+    return [Speaker(s["id"], s.get("name"), float(s.get("talk_time_s", 0.0)),
+                    [Evidence.from_json(e) for e in s.get("evidence", [])], s.get("confidence"))
+            for s in items]
 
 
 @dataclass
@@ -131,10 +177,7 @@ class SpeakerTranscript:
             "source": self.source,
             "duration_s": round(self.duration_s, 3),
             "language": self.language,
-            "speakers": [
-                {"id": s.id, "name": s.name, "talk_time_s": round(s.talk_time_s, 2)}
-                for s in self.speakers
-            ],
+            "speakers": [s.to_json() for s in self.speakers],
             "segments": [
                 {"start": round(s.start, 3), "end": round(s.end, 3), "speaker": s.speaker,
                  "text": s.text}
@@ -192,8 +235,7 @@ class Minutes:
             "date_source": self.date_source,
             "duration_s": round(self.duration_s, 1),
             "attendees": list(self.attendees),
-            "speakers": [{"id": s.id, "name": s.name, "talk_time_s": round(s.talk_time_s, 1)}
-                         for s in self.speakers],
+            "speakers": [s.to_json(talk_digits=1) for s in self.speakers],
             "summary": self.summary,
             "discussion_points": list(self.discussion_points),
             "decisions": list(self.decisions),
@@ -223,6 +265,7 @@ class StageTimes:
     diarize_s: float = 0.0
     transcribe_s: float = 0.0
     join_s: float = 0.0
+    voices_s: float = 0.0
     names_s: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
@@ -235,6 +278,9 @@ class HearResult:
     raw_transcript: Transcript
     diarization: Diarization
     times: StageTimes
+    # speaker id -> L2-normalised voice embedding of its clean speech (voice profiles on)
+    voices: dict[str, np.ndarray] = field(default_factory=dict)
+    voice_model: str | None = None
 
 
 # --------------------------------------------------------------------------- per-recording facts

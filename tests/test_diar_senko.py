@@ -118,8 +118,14 @@ def test_torch_filterbank_equals_senkos_native_one(diarizers):
     assert native.__dict__.get("_extract_fbank_features") is None  # the C++ path
     n_data, n_frames, n_offsets, n_dim = native._extract_fbank_features(audio, segs)
     t_data, t_frames, t_offsets, t_dim = torch_fbank(audio, segs)
-    assert (n_dim, list(n_frames), list(n_offsets)) == (t_dim, list(t_frames), list(t_offsets))
-    assert np.allclose(n_data, t_data, atol=2e-3), np.abs(n_data - t_data).max()
+    assert (n_dim, list(n_frames)) == (t_dim, list(t_frames))
+    # senko's C++ extractor fills its buffer from several threads: each subsegment's block
+    # sits at its own offset, not necessarily in order. Compare block by block.
+    for i, frames in enumerate(n_frames):
+        size = int(frames) * n_dim
+        n_block = n_data[int(n_offsets[i]):int(n_offsets[i]) + size]
+        t_block = t_data[int(t_offsets[i]):int(t_offsets[i]) + size]
+        assert np.allclose(n_block, t_block, atol=2e-3), (i, np.abs(n_block - t_block).max())
 
 
 # --------------------------------------------------------------------------- speaker counts

@@ -207,3 +207,73 @@ def test_process_reads_the_sidecar_beside_file(tmp_path):
     with pytest.raises(MeetingFactsError) as e:
         read_facts(str(rec), get_logger())
     assert exit_code(e.value) == EXIT_BAD_INPUT
+
+
+# --------------------------------------------------------------------------- facts with voices
+
+
+class _Stage:
+    """A diarizer and transcriber in one that remember what each call was given."""
+
+    name = "stub"
+
+    def __init__(self):
+        self.calls: list[tuple[str, dict]] = []
+
+    def diarize(self, audio, progress=None, num_speakers=None, max_speakers=None):
+        from daemon.types import Diarization, SpeakerTurn
+
+        self.calls.append(("diarize", {"num": num_speakers, "most": max_speakers}))
+        return Diarization([SpeakerTurn(0.0, 1.0, "a"), SpeakerTurn(1.0, 2.0, "b")])
+
+    def transcribe(self, audio, progress=None, language=None, prompt=None):
+        from daemon.types import Segment, Transcript
+
+        self.calls.append(("transcribe", {"language": language, "prompt": prompt}))
+        return Transcript([Segment(0.1, 0.9, "Let us start."),
+                           Segment(1.1, 1.9, "Fine by me.")], language or "en")
+
+
+class _Voices:
+    """Voice profiles that recognise the first speaker as Grace Kim."""
+
+    model_id = "stub-model"
+    path = None
+
+    def embed_speakers(self, audio, diarization):
+        return {s: np.ones(4, np.float32) / 2 for s in diarization.speakers}
+
+    def recognize(self, voices, model_id):
+        from daemon.types import VoiceMatch
+
+        assert model_id == self.model_id and set(voices) == {"SPEAKER_00", "SPEAKER_01"}
+        return {"SPEAKER_00": VoiceMatch("SPEAKER_00", "Grace Kim", 0.8, 0.2, model_id, 0.9)}
+
+
+def test_hear_uses_the_facts_and_the_voices_together(tmp_path):
+    """Processor.hear with voice profiles on and a sidecar's facts: the diarizer gets the
+    attendees' count, Whisper their names and the language, and naming takes both the voice
+    match and the attendees as roster (the one attendee left names the other speaker)."""
+    from conftest import encode
+
+    from daemon.pipeline import Hearer, Processor
+
+    rec = encode(tmp_path / "call.wav", _tone(2.0))
+    s = Settings()
+    stage = _Stage()
+    proc = Processor(s, Hearer(s, stage, stage, _Voices()), writer=None)
+    info = MeetingInfo(attendees=["Grace Kim", "Tomas Novak"], language="de")
+    heard = proc.hear(rec, info=info)
+    assert stage.calls == [
+        ("diarize", {"num": None, "most": 2}),
+        ("transcribe", {"language": "de", "prompt": "Attendees: Grace Kim, Tomas Novak."})]
+    named = {sp.id: (sp.name, [e.kind for e in sp.evidence]) for sp in heard.transcript.speakers}
+    assert named == {"SPEAKER_00": ("Grace Kim", ["voice"]),
+                     "SPEAKER_01": ("Tomas Novak", ["roster"])}
+    assert heard.voice_model == "stub-model" and set(heard.voices) == {"SPEAKER_00", "SPEAKER_01"}
+    # without facts: the settings decide, and the stranger stays unnamed
+    stage.calls.clear()
+    heard = proc.hear(rec)
+    assert stage.calls[0] == ("diarize", {"num": None, "most": None})
+    assert stage.calls[1] == ("transcribe", {"language": None, "prompt": None})
+    assert [sp.name for sp in heard.transcript.speakers] == ["Grace Kim", None]

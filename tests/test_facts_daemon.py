@@ -4,6 +4,7 @@ the reason, and the sidecar is filed with its recording; a sidecar is never a re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -30,10 +31,13 @@ def test_recording_and_sidecar_become_one_meeting_filed_together(tmp_path):
         drop(inbox, "roof.meeting.yaml", SIDECAR)
         time.sleep(0.6)  # longer than stable_seconds: a sidecar alone is never taken
         assert r.counts() == {k: 0 for k in r.counts()}
-        drop(inbox, "roof.mp3", "The roof came in under budget.\nWiring is old.")
+        said = "The roof came in under budget.\nWiring is old."
+        drop(inbox, "roof.mp3", said)
         wait_for(lambda: r.counts()["done"] == 1, what="done")
         (info,) = r.proc.infos
         assert info.attendees == ["Grace Kim", "Tomas Novak"] and info.speakers == 2
+        # the step heard with the facts and still kept the voices, under the job's key
+        assert r.proc.remembered == [hashlib.sha256(said.encode()).hexdigest()]
         (m,) = _minutes(tmp_path)
         assert m["title"] == "Roof budget review"
         assert (m["date"], m["time"], m["date_source"]) == ("2026-11-30", "14:00",

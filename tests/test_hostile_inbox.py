@@ -13,6 +13,7 @@ wrote (archive, queue, spool, processed/failed/duplicates) is searched for them.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import socket
@@ -26,9 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import structlog
 from conftest import REPORTS
 
+from daemon.confined import Confined
 from daemon.service.lifecycle import Service
+from daemon.service.queue import JobStore
+from daemon.service.spool import Spool
+from daemon.service.uploads import Uploader
 from daemon.settings import DaemonSettings, Settings
 from daemon.testing import FakeProcessor
 
@@ -487,3 +493,28 @@ def _print_table(request):
                  f"hangs: {sum(r['hang'] for r in TABLE)}")
     REPORTS.append(("hostile inbox", lines))
 
+
+
+def test_the_recording_uploaded_to_a_mirror_never_comes_through_a_link(tmp_path):
+    """With ``keep_originals`` the original stays in the inbox, where a link can replace it
+    after its job is done: the mirror uploads a checked copy, or nothing -- never the link."""
+    outside = make_outside(tmp_path)
+    inbox = tmp_path / "inbox"
+    p = write(inbox / "kept.mp3", "LEGIT-kept said.\n")
+    sha = hashlib.sha256(p.read_bytes()).hexdigest()
+    st = p.stat()
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    store.add(sha, "kept.mp3", str(p), st.st_size, st.st_mtime_ns, "2026-12-02", None)
+    spool = Spool(tmp_path / "spool", Confined(inbox))
+    up = Uploader(type("M", (), {"name": "mirror"})(), store, threading.Event(),
+                  structlog.get_logger(), spool=spool)
+    copy = up.recording(store.get(sha))
+    assert copy is not None and Path(copy).read_text() == "LEGIT-kept said.\n"
+    assert Path(copy).is_relative_to(tmp_path / "spool")
+    spool.remove(sha)
+    p.unlink()
+    os.symlink(outside / "secret.mp3", p)  # the attacker's link where the original was
+    assert up.recording(store.get(sha)) is None
+    store.close()
+    row("link put in place of a kept original, before its upload", "nothing uploaded",
+        "-", 0, 0, 0)

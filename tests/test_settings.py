@@ -108,3 +108,55 @@ def test_an_unquoted_date_is_taken_as_the_date_text():
 
     s = load_settings(environ={"MINUTESD__MINUTES__DATE": "2026-03-04"})
     assert s.minutes.date == "2026-03-04"
+
+
+
+def _bomb(levels: int, flow: bool = False) -> str:
+    """The "billion laughs": each level a list of nine aliases to the one before (9**levels
+    values once expanded; 9 levels hung the old loader for a minute at 1.4 GB)."""
+    parts = ["&a0 [" + ",".join(["lol"] * 9) + "]"]
+    parts += [f"&a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    if flow:  # one line, as an environment override's value
+        return "[" + ", ".join(parts) + "]"
+    return "daemon:\n  ignore:\n" + "".join(f"    - {p}\n" for p in parts)
+
+
+def test_a_yaml_alias_bomb_is_refused(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text(_bomb(6))
+    with pytest.raises(SettingsError, match="alias bomb"):
+        load_settings(f, environ={})
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with pytest.raises(SettingsError, match="MINUTESD__DAEMON__IGNORE: .*alias bomb"):
+        load_settings(empty, environ={"MINUTESD__DAEMON__IGNORE": _bomb(6, True)})
+    # aliases themselves are fine: a small document using them loads
+    f.write_text("daemon:\n  ignore: &names [Ann, Bo]\nminutes:\n  roster: *names\n")
+    assert load_settings(f, environ={}).minutes.roster == ["Ann", "Bo"]
+
+
+def test_a_huge_settings_file_is_refused(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("# padding\n" * 200_000)  # 2 MB
+    with pytest.raises(SettingsError, match="at most"):
+        load_settings(f, environ={})
+
+
+@pytest.mark.parametrize("key,value", [
+    ("daemon.poll_interval_s", ".inf"), ("daemon.rescan_interval_s", ".inf"),
+    ("daemon.retry_backoff_s", ".nan"), ("daemon.retry_backoff_max_s", "1e300"),
+    ("daemon.stop_timeout_s", "-.inf"), ("turns.merge_gap_s", ".inf"),
+    ("llm.openai.timeout_s", ".inf"), ("archive.drive.retry_backoff_s", ".inf"),
+    ("daemon.step_budget_factor", ".inf"),
+])
+def test_intervals_must_be_finite_and_sane(tmp_path, key, value):
+    section, *rest = key.split(".")
+    f = tmp_path / "s.yaml"
+    body = "".join(f"{'  ' * (i + 1)}{k}:\n" for i, k in enumerate(rest[:-1]))
+    f.write_text(f"{section}:\n{body}{'  ' * len(rest)}{rest[-1]}: {value}\n")
+    with pytest.raises(SettingsError, match=re.escape(rest[-1])):
+        load_settings(f, environ={})
+    env = "MINUTESD__" + "__".join(k.upper() for k in key.split("."))
+    f.write_text("")
+    with pytest.raises(SettingsError, match=re.escape(rest[-1])):
+        load_settings(f, environ={env: value})

@@ -14,6 +14,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Protocol, runtime_checkable
 
+from daemon.text import cut_utf8
 from daemon.types import Minutes, SpeakerTranscript
 
 HIT_START, HIT_END = "\x02", "\x03"  # snippet markers, rendered by the caller
@@ -72,15 +73,19 @@ def render_snippet(snippet: str, start: str, end: str) -> str:
     return snippet.replace(HIT_START, start).replace(HIT_END, end)
 
 
-_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
+_UNSAFE = re.compile('[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069/\\\\:*?"<>|]+')
+TITLE_MAX_BYTES = 200  # "YYYY-MM-DD HHMM " before it and " (n)" after still fit in 255
 
 
-def safe_title(title: str, max_len: int = 80) -> str:
-    """A title fit for a folder name on Linux, macOS, Windows and Drive."""
+def safe_title(title: str, max_len: int = 80, max_bytes: int = TITLE_MAX_BYTES) -> str:
+    """A title fit for a folder name on Linux, macOS, Windows and Drive: no controls, bidi
+    overrides or path characters; at most ``max_len`` characters and ``max_bytes`` bytes
+    of UTF-8, cut at a word (or else a character) boundary."""
     t = _UNSAFE.sub(" ", title or "")
     t = " ".join(t.split()).strip(" .")
-    if len(t) > max_len:
-        t = t[:max_len].rsplit(" ", 1)[0].rstrip(" .") or t[:max_len]
+    if len(t) > max_len or len(t.encode("utf-8", "surrogateescape")) > max_bytes:
+        cut = cut_utf8(t[:max_len], max_bytes)
+        t = cut.rsplit(" ", 1)[0].rstrip(" .") or cut
     return t or "Meeting"
 
 

@@ -219,6 +219,47 @@ class LocalArchive:
         crash_point("archive:indexed")  # archived, but the job queue does not know yet
         return str(final)
 
+    def update(self, rec: ArchiveRecord) -> str:
+        """Write a stored meeting again with new content (a person corrected its speakers):
+        the same folder, its files replaced one by one atomically, the search index
+        renewed. The recording's key and the folder stay; returns the folder."""
+        ref = self.lookup(rec.key)
+        if ref is None:
+            raise KeyError(f"no archived meeting with key {rec.key[:12]}")
+        folder = Path(ref)
+        write_minutes(rec.minutes, folder, rec.time)
+        write_transcript(rec.transcript, folder)
+        fsync_dir(folder)
+        with self._tx() as db:
+            db.execute("DELETE FROM meetings_fts WHERE key=?", (rec.key,))
+            db.execute("INSERT INTO meetings_fts (key, title, minutes, transcript)"
+                       " VALUES (?,?,?,?)",
+                       (rec.key, rec.minutes.title, _minutes_text(rec.minutes),
+                        _transcript_text(rec.transcript)))
+            db.execute("UPDATE meetings SET title=? WHERE key=?", (rec.minutes.title, rec.key))
+        return str(folder)
+
+    def find(self, ref: str, limit: int = 10) -> list[tuple[str, str]]:
+        """Meetings a person means by ``ref``: (key, folder). A meeting folder (or a file in
+        it), a key prefix (6+ hex digits), else a search (best hits first)."""
+        p = Path(ref).expanduser()
+        if p.exists():
+            folder = p if p.is_dir() else p.parent
+            key = self._marker_key(folder)
+            return [(key, str(folder))] if key and self.lookup(key) else []
+        if re.fullmatch(r"[0-9a-fA-F]{6,64}", ref):
+            with self._lock:
+                rows = self.db().execute(
+                    "SELECT key, folder FROM meetings WHERE key LIKE ? AND state='done'",
+                    (ref.lower() + "%",)).fetchall()
+            if rows:
+                return [(r["key"], str(self.root / r["folder"])) for r in rows]
+        try:
+            hits = self.search(ref, limit)
+        except sqlite3.OperationalError:
+            return []
+        return [(h.key, h.ref) for h in hits]
+
     # ------------------------------------------------------------------ search and upkeep
 
     def search(self, query: str, limit: int = 10, raw: bool = False) -> list[SearchHit]:
@@ -235,6 +276,16 @@ class LocalArchive:
                           snippet=" ".join(r["snip"].split()), ref=str(self.root / r["folder"]),
                           source=r["source"] or "", score=float(r["score"]))
                 for r in rows]
+
+    def listing(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """Archived meetings, newest first (date, time): key, date, time, title, folder."""
+        with self._lock:
+            rows = self.db().execute(
+                "SELECT key, folder, date, time, title FROM meetings WHERE state='done'"
+                " ORDER BY date DESC, COALESCE(time, '') DESC, archived_at DESC"
+                " LIMIT ? OFFSET ?", (limit, offset)).fetchall()
+        return [{"key": r["key"], "date": r["date"], "time": r["time"], "title": r["title"],
+                 "folder": str(self.root / r["folder"])} for r in rows]
 
     def count(self) -> int:
         with self._lock:

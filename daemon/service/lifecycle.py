@@ -41,6 +41,7 @@ from daemon.errors import (
     environment_problem,
 )
 from daemon.files import is_within
+from daemon.live import Live
 from daemon.logs import RepeatLog, get_logger
 from daemon.notify import Notifier
 from daemon.protocols import Processing
@@ -57,6 +58,7 @@ from daemon.service.statusfile import STATUS_NAME, StatusFile
 from daemon.service.uploads import Uploader
 from daemon.settings import Settings
 from daemon.watch import InboxWatcher
+from daemon.web.server import WebServer
 
 ProcessorFactory = Callable[[Settings, Any], Processing]
 
@@ -86,7 +88,14 @@ class Service:
         self.archive = archive or registry.build_archive(settings)
         self.mirrors: list[Archive] | None = mirrors  # built in open() (they keep state there)
         self.notifier = notifier or Notifier()
-        self.processor_factory = processor_factory or registry.build_processor
+        # The review page inside the daemon (web.enabled): a live hub the steps and the
+        # minutes writer publish to, served as server-sent events.
+        self.live: Live | None = Live() if settings.web.enabled else None
+        self.web: WebServer | None = None
+        live = self.live
+        self.processor_factory = processor_factory or (
+            (lambda s, log: registry.build_processor(s, log, on_token=live.token)) if live
+            else registry.build_processor)
         self.log = get_logger("minutesd.daemon")
         self.stop_event = threading.Event()
         self.work_event = threading.Event()
@@ -108,6 +117,7 @@ class Service:
         self._started_at = time.time()
         self.loop_errors = RepeatLog(self.log)
         self._heartbeat_failed = False
+        self._loader: threading.Thread | None = None
         self._last_heartbeat = 0.0
         self._last_orphan_check = 0.0
         self._last_watch_restart = 0.0
@@ -153,13 +163,14 @@ class Service:
         if self.mirrors is None:
             self.mirrors = registry.build_mirrors(self.settings)
         # The copy must fit; daemon.min_free_mb is then the step runner's to enforce.
-        self.spool = spool = Spool(self.state_dir / SPOOL_NAME, Confined(self.inbox))
+        self.spool = spool = Spool(self.state_dir / SPOOL_NAME, Confined(self.inbox),
+                                   disk=self.state_dir)
         self.filing = Filing(self.cfg, store, self.log, spool_done=spool.remove)
         self.intake = Intake(self.settings, store, self.filing, spool, self.log, self.stop_event,
                              self.work_event, keepalive=self.notifier.watchdog)
         self.runner = StepRunner(self.cfg, store, self.archive, [m.name for m in self.mirrors],
                                  self.filing, self.monitor, folders, self.log, self.stop_event,
-                                 sources=spool)
+                                 sources=spool, live=self.live)
         store.heartbeat("starting", info=self.backends(), started=True)
         if store.recover_uploads():
             self.log.warning("resuming uploads interrupted by a crash or kill")
@@ -207,6 +218,7 @@ class Service:
         self.log.info("loading models", **self.backends())
         self.notifier.status("loading models")
         th = threading.Thread(target=load, name="minutesd-load", daemon=True)
+        self._loader = th
         th.start()
         while th.is_alive():
             th.join(timeout=1.0)
@@ -251,9 +263,15 @@ class Service:
             return EXIT_ERROR
         store = self.store
         assert store is not None and self.intake is not None and self.runner is not None
+        if self.settings.web.enabled:
+            try:
+                self.web = WebServer(self.settings, self.live).start()
+                self.log.info("review page", url=f"http://{self.web.host}:{self.web.port}/")
+            except OperatorError as exc:
+                self.log.error("review page not started", error=str(exc))
         try:
             if not self.load_models():
-                return self._stop_now("stopped while loading models")
+                return self._stop_while_loading()
         except Exception as exc:
             self.log.error("models failed to load", error=str(exc), kind=type(exc).__name__)
             self.write_status("stopped")
@@ -268,7 +286,7 @@ class Service:
             self.workers.append(w)
             w.start()
         for m in self.mirrors or []:
-            u = Uploader(m, store, self.stop_event, self.log)
+            u = Uploader(m, store, self.stop_event, self.log, spool=self.spool)
             self.uploaders.append(u)
             u.start()
         store.heartbeat("ready", info=self.backends())
@@ -283,8 +301,12 @@ class Service:
             except Exception as exc:  # the main loop must survive anything a tick meets
                 env = environment_problem(exc)
                 # once, then a count: a full disk meets every tick, four times a second
+                # keyed by what is wrong where, not the wording: a full disk met by the
+                # heartbeat and by taking a file is one problem
                 self.loop_errors.error("main loop error", error=describe(exc),
-                                       kind=type(exc).__name__)
+                                       kind=type(exc).__name__,
+                                       key=f"{env.kind}|{env.path}" if env is not None
+                                       else f"{type(exc).__name__}|{exc}")
                 if env is not None:
                     self.monitor.set(env)
             else:
@@ -380,6 +402,27 @@ class Service:
         self.log.info(why)
         return EXIT_OK
 
+    def _stop_while_loading(self) -> int:
+        """SIGTERM while the models load: the loader thread is inside native code (torch,
+        CTranslate2) and cannot be stopped, and letting the interpreter tear down around it
+        aborts the process ("terminate called without an active exception", exit 134). So:
+        record the stop, close the queue and the archive index cleanly, flush the logs and
+        leave with os._exit(0). Nothing was in progress; nothing is lost."""
+        code = self._stop_now("stopped while loading models")
+        loading = self._loader is not None and self._loader.is_alive()
+        if not loading or threading.current_thread() is not threading.main_thread():
+            return code
+        with contextlib.suppress(Exception):
+            if self.store is not None:
+                self.store.close()
+        with contextlib.suppress(Exception):
+            if isinstance(self.archive, LocalArchive):
+                self.archive.close()
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
     def shutdown(self) -> int:
         """SIGTERM: stop taking files, let the current step finish (up to stop_timeout_s),
         else leave it to be redone at the next start. Exits 0 either way."""
@@ -406,6 +449,8 @@ class Service:
                 self.store.release(w.sha)
                 self.log.warning("step abandoned at shutdown; it is redone at the next start",
                                  job=w.sha[:12], step=w.step)
+        if self.web is not None:
+            self.web.stop()
         self.write_status("stopped")
         with contextlib.suppress(Exception):  # the state disk may be full
             self.store.heartbeat("stopped", health=self.health)

@@ -544,6 +544,19 @@ class JobStore:
         with self.tx() as db:
             return db.execute(q, args).rowcount
 
+    def requeue_meeting_uploads(self, sha: str) -> int:
+        """A meeting was corrected in the local archive: its mirrors bring their copies up
+        to date (every upload of it pending again, due now). How many."""
+        with self.tx() as db:
+            n = db.execute("UPDATE uploads SET state='pending', attempts=0, next_attempt_at=0,"
+                           " waiting=NULL, updated_at=? WHERE sha256=? AND state != 'running'",
+                           (time.time(), sha)).rowcount
+            if n:
+                name = db.execute("SELECT name FROM jobs WHERE sha256=?", (sha,)).fetchone()
+                self._event(db, "corrected", sha, name[0] if name else None, None,
+                            {"uploads": n})
+        return n
+
     def backfill_uploads(self, target: str) -> int:
         """Queue uploads for meetings archived before ``target`` was configured."""
         now = time.time()

@@ -39,10 +39,12 @@ class Taken:
 
 
 class Spool:
-    def __init__(self, folder: Path, inbox: Confined, min_free_mb: int = 0):
+    def __init__(self, folder: Path, inbox: Confined, min_free_mb: int = 0,
+                 disk: Path | None = None):
         self.folder = Path(folder)
         self.inbox = inbox
         self.min_free_mb = min_free_mb
+        self.disk = Path(disk) if disk is not None else self.folder  # named when it is full
 
     def path(self, sha: str, name: str) -> Path:
         """The copy's path: the recording's own name (it was a valid name in the inbox, and
@@ -63,7 +65,7 @@ class Spool:
             free = free_mb(self.folder)
             if free < need_mb:
                 raise EnvironmentProblem(
-                    "disk full", str(self.folder),
+                    "disk full", str(self.disk),
                     f"{free:.0f} MB free, {need_mb:.0f} MB needed to take {Path(path).name}")
             tmp = self.folder / f".take-{os.getpid()}-{st.st_ino}"
             h = hashlib.sha256()

@@ -70,6 +70,7 @@ class StepContext:
     filing: Filer
     sources: Sources
     log: Any
+    progress: Callable[[str, float, float], None] | None = None  # also told (the live view)
 
 
 def check_source(ctx: StepContext, job: JobRecord, content: bool = False) -> Path:
@@ -96,7 +97,16 @@ def check_source(ctx: StepContext, job: JobRecord, content: bool = False) -> Pat
 def transcribe(ctx: StepContext, job: JobRecord) -> dict[str, Any]:
     info = from_record(job.facts_json)  # a sidecar that cannot be used fails the job here
     src = check_source(ctx, job)
-    heard = ctx.processor.hear(src, progress=ProgressReporter(ctx.log, every_s=30.0), info=info)
+    report = ProgressReporter(ctx.log, every_s=30.0)
+    also = ctx.progress
+
+    def progress(stage: str, done_s: float, total_s: float) -> None:
+        report(stage, done_s, total_s)
+        if also is not None:
+            also(stage, done_s, total_s)
+
+    heard = ctx.processor.hear(src, progress=progress, info=info)
+    ctx.processor.remember_voices(job.sha256, heard)
     return {"transcript_json": json.dumps(heard.transcript.to_json(), ensure_ascii=False)}
 
 
@@ -133,12 +143,27 @@ class Step:
     verb: str  # for the log and `status`: "<file>: transcribing"
     run: Callable[[StepContext, JobRecord], dict[str, Any]] | None  # None: the first step
     queues_uploads: bool = False  # recording it queues one upload per mirror
+    # The time limit of one attempt: budget_s + budget_per_audio_s per second of audio, times
+    # daemon.step_budget_factor (0: no limit). None: no limit (quick file work).
+    budget_s: float | None = None
+    budget_per_audio_s: float = 0.0
+
+    def budget(self, audio_s: float | None, factor: float) -> float | None:
+        """Seconds one attempt may take for ``audio_s`` of audio (unknown: the fixed part)."""
+        if not factor or self.budget_s is None:
+            return None
+        return factor * (self.budget_s + self.budget_per_audio_s * max(0.0, audio_s or 0.0))
 
 
+# Budgets are generous on purpose: on 2 slow AVX2 cores Whisper base takes ~0.15 s per
+# second of audio and the embedded LLM writes ~2 tokens/s (10+ minutes for the minutes of a
+# 4-minute meeting); a step over its budget is stuck, not slow (Whisper looping on
+# pitch-shifted speech spent 250 s on 59 s of audio).
 STEPS: tuple[Step, ...] = (
     Step("received", "receiving", None),
-    Step("transcribed", "transcribing", transcribe),
-    Step("minutes_written", "writing minutes", write_minutes),
+    Step("transcribed", "transcribing", transcribe, budget_s=300.0, budget_per_audio_s=3.0),
+    Step("minutes_written", "writing minutes", write_minutes, budget_s=1800.0,
+         budget_per_audio_s=10.0),
     Step("archived", "archiving", archive, queues_uploads=True),
     Step("done", "filing the original", file_original),
 )

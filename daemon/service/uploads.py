@@ -39,15 +39,18 @@ from daemon.errors import (
 from daemon.faults import crash_point
 from daemon.service.health import backoff
 from daemon.service.queue import JobStore
+from daemon.service.spool import Spool
 
 AUTH_RECHECK_S = 300.0
 OPERATOR_RECHECK_S = 60.0
 
 
 class Uploader(threading.Thread):
-    def __init__(self, archive: Archive, store: JobStore, stop_event: threading.Event, log):
+    def __init__(self, archive: Archive, store: JobStore, stop_event: threading.Event, log,
+                 spool: Spool | None = None):
         super().__init__(name=f"minutesd-upload-{archive.name}", daemon=True)
         self.archive = archive
+        self.spool = spool
         self.store = store
         self.stop_event = stop_event
         self.target = archive.name
@@ -122,7 +125,7 @@ class Uploader(threading.Thread):
                                 "`minutesd drive retry`")
             log.error("upload failed: local archive folder unreadable", error=str(exc))
             return
-        rec.audio_path = job.path
+        rec.audio_path = self.recording(job)
         t0 = time.monotonic()
         log.info("upload started", attempt=attempt)
         try:
@@ -130,9 +133,24 @@ class Uploader(threading.Thread):
         except Exception as exc:
             self.failed(sha, attempt, exc, log)
             return
+        if self.spool is not None and rec.audio_path and job.dest_path != rec.audio_path \
+                and (cur := store.get(sha)) is not None and cur.state == "done":
+            self.spool.remove(sha)  # the copy taken for this upload
         crash_point("upload:stored")  # in the mirror and its ledger; the queue does not know yet
         store.upload_done(sha, self.target, ref)
         log.info("uploaded", ref=ref, seconds=round(time.monotonic() - t0, 2))
+
+    def recording(self, job) -> str | None:
+        """The recording to upload beside the minutes, from a place only the daemon writes:
+        processed/ once filed; else (``keep_originals``) a copy read from the inbox without
+        following links and checked against the job's hash -- never the inbox path itself,
+        where anyone who can drop a file can put a link."""
+        if job.dest_path and Path(job.dest_path).is_file():
+            return job.dest_path
+        if self.spool is None:
+            return None
+        copy = self.spool.copy_of(job.sha256, job.name, Path(job.path))
+        return str(copy) if copy is not None else None
 
     def failed(self, sha: str, attempt: int, exc: Exception, log) -> None:
         """The one place that decides what a failed upload means: wait for the operator

@@ -209,11 +209,7 @@ class LocalArchive:
             fsync_dir(final.parent)
             crash_point("archive:moved")
         with self._tx() as db:
-            db.execute("DELETE FROM meetings_fts WHERE key=?", (rec.key,))
-            db.execute("INSERT INTO meetings_fts (key, title, minutes, transcript)"
-                       " VALUES (?,?,?,?)",
-                       (rec.key, rec.minutes.title, _minutes_text(rec.minutes),
-                        _transcript_text(rec.transcript)))
+            self._index(db, rec)
             db.execute("UPDATE meetings SET state='done', archived_at=? WHERE key=?",
                        (time.time(), rec.key))
         crash_point("archive:indexed")  # archived, but the job queue does not know yet
@@ -231,13 +227,17 @@ class LocalArchive:
         write_transcript(rec.transcript, folder)
         fsync_dir(folder)
         with self._tx() as db:
-            db.execute("DELETE FROM meetings_fts WHERE key=?", (rec.key,))
-            db.execute("INSERT INTO meetings_fts (key, title, minutes, transcript)"
-                       " VALUES (?,?,?,?)",
-                       (rec.key, rec.minutes.title, _minutes_text(rec.minutes),
-                        _transcript_text(rec.transcript)))
+            self._index(db, rec)
             db.execute("UPDATE meetings SET title=? WHERE key=?", (rec.minutes.title, rec.key))
         return str(folder)
+
+    @staticmethod
+    def _index(db: sqlite3.Connection, rec: ArchiveRecord) -> None:
+        """The meeting's words in the search index (replacing what was there)."""
+        db.execute("DELETE FROM meetings_fts WHERE key=?", (rec.key,))
+        db.execute("INSERT INTO meetings_fts (key, title, minutes, transcript) VALUES (?,?,?,?)",
+                   (rec.key, rec.minutes.title, _minutes_text(rec.minutes),
+                    _transcript_text(rec.transcript)))
 
     def find(self, ref: str, limit: int = 10) -> list[tuple[str, str]]:
         """Meetings a person means by ``ref``: (key, folder). A meeting folder (or a file in

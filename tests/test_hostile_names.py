@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from test_daemon_service import Running, archived, settings_for, wait_for
 
 from daemon.files import NAME_MAX, NAME_RESERVE, fit_name, unique_path
 from daemon.logs import configure_logging
@@ -23,7 +24,6 @@ from daemon.render import minutes_markdown, transcript_markdown
 from daemon.report import search, status
 from daemon.text import cut_utf8, printable
 from daemon.types import Minutes, Speaker, SpeakerSegment, SpeakerTranscript
-from tests.test_daemon_service import Running, archived, settings_for, wait_for
 
 
 @pytest.fixture(autouse=True)

@@ -12,10 +12,10 @@ import subprocess
 import time
 
 import pytest
+from test_daemon_crash import drop, ready, start, write_settings
 
 from daemon.service.runner import EXIT_STUCK
 from daemon.service.steps import BY_NAME
-from tests.test_daemon_crash import drop, ready, start, write_settings
 
 
 def test_budgets_scale_with_the_audio_and_the_factor():

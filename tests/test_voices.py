@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SR, encode, have_espeak, speak
 
 from daemon.names import assign_names
 from daemon.pipeline import Hearer, Processor
@@ -30,7 +31,6 @@ from daemon.types import (
 from daemon.voices.matching import match_speakers
 from daemon.voices.spans import clean_spans
 from daemon.voices.store import ProfileStore
-from tests.conftest import SR, encode, have_espeak, speak
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -38,6 +38,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -169,7 +170,7 @@ def run_strangers(root: Path, strangers: list[Path], enrolled: set[str], log: Pa
 
 
 def run_mode(mode: str, meetings: list[Path], work: Path, score_py: Path,
-             also_enroll: list[Path] = (), strangers: list[Path] = ()) -> list[dict]:
+             also_enroll: Sequence[Path] = (), strangers: Sequence[Path] = ()) -> list[dict]:
     root = work / mode
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)

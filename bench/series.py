@@ -3,6 +3,7 @@
 
     python bench/series.py SERIES_DIR_1 SERIES_DIR_2 [...] [--mode enroll|correct|both]
            [--score PATH/score.py] [--work DIR] [--json FILE]
+           [--also-enroll DIR ...] [--strangers DIR ...]
 
 Each SERIES_DIR is an eval-kit meeting folder (``meeting.mp3``, ``truth.json``,
 ``reference.rttm``, ``voices/``), in series order. The daemon runs with the real speech models
@@ -15,6 +16,12 @@ names are given in the hear step, the LLM only writes prose), in a fresh folder 
   confirms each speaker's name with ``minutesd speakers`` (here the person is simulated by the
   reference: the name of whoever speaks most in that speaker's turns), which teaches the
   voices; the later meetings are processed with no roster.
+
+Strangers (enroll mode only): ``--also-enroll`` names more meeting folders whose ``voices/``
+are enrolled too (other series, not processed); ``--strangers`` names meetings processed after
+the series, with no roster. For each, every speaker that got an enrolled name belonging to
+no one in that meeting's ``truth.json`` is a false accept (a stranger taken for someone
+enrolled); the count should be 0.
 
 Prints score.py's speaker-name accuracy per meeting and how long the daemon took (action
 items are not scored: the stand-in LLM writes none). Nothing here is tuned to a meeting: it only drives the CLI.
@@ -31,6 +38,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,7 +137,40 @@ def score(score_py: Path, meeting: Path, folder: Path) -> dict:
     return json.loads(r.stdout)
 
 
-def run_mode(mode: str, meetings: list[Path], work: Path, score_py: Path) -> list[dict]:
+def false_accepts(meeting: Path, folder: Path, enrolled: set[str]) -> list[dict]:
+    """Speakers named after an enrolled person who is not in this meeting."""
+    present = set(json.loads((meeting / "truth.json").read_text())["speakers"])
+    t = json.loads((folder / "transcript.json").read_text())
+    out = []
+    for sp in t["speakers"]:
+        name = sp.get("name")
+        if name in enrolled and name not in present:
+            voice = [e.get("similarity") for e in sp.get("evidence", []) if e.get("kind") == "voice"]
+            out.append({"label": sp["id"], "name": name,
+                        "voice_similarity": voice[0] if voice else None})
+    return out
+
+
+def run_strangers(root: Path, strangers: list[Path], enrolled: set[str], log: Path,
+                  score_py: Path) -> list[dict]:
+    rows = []
+    for meeting in strangers:
+        _, folder, secs = process(root, meeting, None, log)
+        folder_p = Path(folder)
+        t = json.loads((folder_p / "transcript.json").read_text())
+        fa = false_accepts(meeting, folder_p, enrolled)
+        row = {"mode": "strangers", "meeting": meeting.name, "roster": False,
+               "speaker_name_acc": score(score_py, meeting, folder_p).get("speaker_name_acc"),
+               "speakers": len(t["speakers"]),
+               "names": {sp["id"]: sp.get("name") for sp in t["speakers"]},
+               "false_accepts": len(fa), "false_accept_detail": fa, "seconds": round(secs, 1)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def run_mode(mode: str, meetings: list[Path], work: Path, score_py: Path,
+             also_enroll: Sequence[Path] = (), strangers: Sequence[Path] = ()) -> list[dict]:
     root = work / mode
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
@@ -137,8 +178,8 @@ def run_mode(mode: str, meetings: list[Path], work: Path, score_py: Path) -> lis
     (root / "settings.yaml").write_text(settings_text(root, None))
     rows = []
     if mode == "enroll":
-        voices = sorted({v for m in meetings for v in (m / "voices").glob("*.wav")},
-                        key=lambda v: v.name)
+        voices = sorted({v for m in [*meetings, *also_enroll]
+                         for v in (m / "voices").glob("*.wav")}, key=lambda v: v.name)
         for v in voices:
             r = cli(root, "voices", "enroll", v.stem.replace("_", " "), str(v))
             if r.returncode != 0:
@@ -172,6 +213,9 @@ def run_mode(mode: str, meetings: list[Path], work: Path, score_py: Path) -> lis
             row["after_correction"] = score(score_py, meeting, folder_p).get("speaker_name_acc")
         rows.append(row)
         print(json.dumps(row), flush=True)
+    if mode == "enroll" and strangers:
+        enrolled = {v.stem.replace("_", " ") for v in voices}
+        rows += run_strangers(root, list(strangers), enrolled, log, score_py)
     return rows
 
 
@@ -182,18 +226,34 @@ def main() -> int:
     ap.add_argument("--score", type=Path, default=DEFAULT_SCORE)
     ap.add_argument("--work", type=Path, default=Path("/tmp/minutesd-bench-series"))
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--also-enroll", nargs="+", type=Path, default=[], metavar="DIR",
+                    help="enroll mode: also enroll these meetings' voices/ (not processed)")
+    ap.add_argument("--strangers", nargs="+", type=Path, default=[], metavar="DIR",
+                    help="enroll mode: process these after the series and count false accepts")
     a = ap.parse_args()
     modes = ["enroll", "correct"] if a.mode == "both" else [a.mode]
-    rows = [r for m in modes for r in run_mode(m, a.meetings, a.work, a.score)]
+    rows = [r for m in modes
+            for r in run_mode(m, a.meetings, a.work, a.score, a.also_enroll, a.strangers)]
     print()
     print("| mode | meeting | roster | speaker names | hear+archive s |")
     print("| --- | --- | --- | ---: | ---: |")
     for r in rows:
+        if r["mode"] == "strangers":
+            continue
         acc = r["speaker_name_acc"]
         extra = f" (after correction {r['after_correction']:.3f})" if "after_correction" in r \
             else ""
         print(f"| {r['mode']} | {r['meeting']} | {'yes' if r['roster'] else 'no'} | "
               f"{acc:.3f}{extra} | {r['seconds']} |")
+    strange = [r for r in rows if r["mode"] == "strangers"]
+    if strange:
+        print()
+        print("| stranger meeting | speakers | named after an enrolled person not present |")
+        print("| --- | ---: | ---: |")
+        for r in strange:
+            who = ", ".join(f"{f['label']}={f['name']}" for f in r["false_accept_detail"])
+            print(f"| {r['meeting']} | {r['speakers']} | {r['false_accepts']}"
+                  f"{' (' + who + ')' if who else ''} |")
     if a.json:
         a.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0

@@ -20,8 +20,10 @@ import pytest
 from daemon.archive.base import ArchiveRecord
 from daemon.archive.local import LocalArchive, load_record
 from daemon.corrections import speakers_command
+from daemon.service.lifecycle import Service
 from daemon.service.queue import DB_NAME, JobStore
 from daemon.settings import DaemonSettings, Settings, WebSettings
+from daemon.testing import FakeProcessor
 from daemon.types import ActionItem, Minutes, Speaker, SpeakerSegment, SpeakerTranscript
 from daemon.web.app import build_app
 from daemon.web.guard import SESSION_COOKIE, Guard, WebRefused, check_bind, owned_file
@@ -361,6 +363,18 @@ def test_minutesd_web_refuses_a_non_local_address_without_a_token(tmp_path):
                        env=dict(os.environ, MINUTESD__DAEMON__ROOT=str(tmp_path)))
     assert r.returncode == 2
     assert "web.token is not set" in r.stderr
+
+
+def test_the_daemon_will_not_open_the_page_to_the_network_without_a_token(tmp_path):
+    """``web.enabled`` on a non-local address with no token: the daemon refuses to start
+    (exit 2, saying why) rather than run with the page open or silently off."""
+    s = Settings()
+    s.daemon = DaemonSettings(root=tmp_path, state_dir=Path("state"), min_free_mb=0)
+    s.web = WebSettings(enabled=True, host="0.0.0.0", port=0)
+    taken = []
+    svc = Service(s, processor_factory=lambda *a: taken.append(a) or FakeProcessor(s))
+    assert svc.run() == 2
+    assert taken == []  # no models loaded, nothing processed
 
 
 def test_minutesd_web_alone_serves_and_polls_the_queue(site, tmp_path):

@@ -58,6 +58,7 @@ from daemon.service.statusfile import STATUS_NAME, StatusFile
 from daemon.service.uploads import Uploader
 from daemon.settings import Settings
 from daemon.watch import InboxWatcher
+from daemon.web.guard import WebRefused
 from daemon.web.server import WebServer
 
 ProcessorFactory = Callable[[Settings, Any], Processing]
@@ -267,7 +268,11 @@ class Service:
             try:
                 self.web = WebServer(self.settings, self.live).start()
                 self.log.info("review page", url=f"http://{self.web.host}:{self.web.port}/")
-            except OperatorError as exc:
+            except WebRefused as exc:  # open to the network without a token: not at all
+                self.log.error("cannot start", error=str(exc))
+                self._not_started()
+                return exc.exit_code or EXIT_ERROR
+            except OperatorError as exc:  # e.g. the port is taken: recordings still go on
                 self.log.error("review page not started", error=str(exc))
         try:
             if not self.load_models():

@@ -24,14 +24,17 @@ import stat
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from daemon.errors import OperatorError
+from daemon.errors import EXIT_USAGE, OperatorError
 
 SESSION_COOKIE = "minutesd_session"
 TOKEN_COOKIE = "minutesd_token"
 
 
 class WebRefused(OperatorError):
-    """The page will not start as configured (a non-local address without a token)."""
+    """The page will not start as configured (a non-local address without a token); the
+    daemon does not start either: it would be open to the network."""
+
+    exit_code = EXIT_USAGE
 
 
 def is_loopback(host: str | None) -> bool:

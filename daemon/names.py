@@ -58,6 +58,20 @@ _HANDED_TO = re.compile(
 _SELF = re.compile(rf"\b(?:I'm|I am|this is|my name is)\s+({_WORD})\b(?!\s+and\b|'s)")
 
 
+# "Priya, this is Martin Kowalski, he runs operations": introducing someone to someone.
+_VOCATIVE_BEFORE = re.compile(rf"\b({_WORD})\s*,\s*$")
+_THIRD_PERSON_AFTER = re.compile(r"^(?:\s+[A-Z][a-z]+)?\s*,?\s*(?:he|she|they|who|our|my)\b", re.I)
+
+
+def _introduces_another(text: str, m: re.Match[str]) -> bool:
+    """"this is X" said to someone named just before it, or followed by "he ..."/"who ...":
+    the speaker introduces X to others, not themself (as "Hi, this is X" on a call does)."""
+    before = _VOCATIVE_BEFORE.search(text[:m.start()])
+    if before and before.group(1).lower() not in NOT_NAMES:
+        return True
+    return bool(_THIRD_PERSON_AFTER.match(text[m.end():]))
+
+
 @dataclass
 class NameEvidence:
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # speaker -> name -> score
@@ -137,6 +151,8 @@ def gather_evidence(t: SpeakerTranscript, roster: list[str]) -> NameEvidence:
                 ev.add(prev_spk, name, 1.0,
                        f"handed something by {seg.speaker} at {at}: {m4.group(0)!r}")
         for m3 in _SELF.finditer(seg.text):
+            if m3.group(0).lower().startswith("this is") and _introduces_another(seg.text, m3):
+                continue
             if name := _canon(m3.group(1), roster):
                 ev.add(seg.speaker, name, 3.0, f"introduces self at {at}: {m3.group(0)!r}")
         # Mentioned names: probably not the speaker.
@@ -220,7 +236,29 @@ def assign_names(
             and ev.scores.get(left_spk[0], {}).get(left_names[0], 0.0) >= 0):
         best[left_spk[0]] = left_names[0]
         ev.reasons.append(f"{left_spk[0]} = {left_names[0]}: the one name left")
+    if not roster:
+        for spk, name in list(best.items()):
+            full = full_name(t, name)
+            if full != name and full not in best.values():
+                best[spk] = full
+                ev.rename(name, full)
+                ev.reasons.append(f"{name} is {full}: the full name said in the meeting")
     return best, ev
+
+
+def full_name(t: SpeakerTranscript, name: str) -> str:
+    """``name`` with the surname said with it in the meeting ("I'm Laura Bennett", "this is
+    Martin Kowalski"), when one surname is said with it; else ``name`` as it is."""
+    if " " in name:
+        return name
+    found: dict[str, int] = {}
+    rx = re.compile(rf"\b{re.escape(name)}\s+({_WORD})\b")
+    for seg in t.segments:
+        for m in rx.finditer(seg.text):
+            sur = m.group(1)
+            if sur.lower() not in NOT_NAMES:
+                found[sur] = found.get(sur, 0) + 1
+    return f"{name} {next(iter(found))}" if len(found) == 1 else name
 
 
 def apply_names(t: SpeakerTranscript, names: dict[str, str], ev: NameEvidence | None = None,

@@ -223,13 +223,18 @@ class Processor:
              info: MeetingInfo | None = None) -> HearResult:
         """Step 1: decode, diarize, transcribe, join, and name the speakers."""
         heard = self.hearer.hear(path, progress, info)
+        self.name_speakers(heard, info)
+        return heard
+
+    def name_speakers(self, heard: HearResult, info: MeetingInfo | None = None) -> None:
+        """Name the heard speakers: enrolled voices, the roster, how people address each
+        other (:mod:`daemon.names`); in place, with the evidence."""
         t0 = time.perf_counter()
         voices = self.hearer.voices
         matches = voices.recognize(heard.voices, heard.voice_model) if voices else {}
         names, evidence = assign_names(heard.transcript, roster_for(self.settings, info), matches)
         apply_names(heard.transcript, names, evidence, matches)
         heard.times.names_s = time.perf_counter() - t0
-        return heard
 
     def remember_voices(self, key: str, heard: HearResult) -> None:
         """Keep the meeting's speaker embeddings in the profiles file under ``key`` (the

@@ -199,7 +199,7 @@ class MinutesSettings(_Strict):
     roster: list[str] = Field(default_factory=list)
     date: str | None = None
     max_attempts: int = Field(3, ge=1, le=10)
-    action_items: Literal["cues", "model"] = "cues"
+    action_items: Literal["checked", "model", "cues"] = "checked"
 
     @field_validator("date", mode="before")
     @classmethod

@@ -102,27 +102,35 @@ def assign_speakers(
     cfg = cfg or TurnSettings()
     turns = sorted(diarization.turns, key=lambda t: t.start)
     units: list[tuple[float, float, str, str | None]] = []  # start, end, text, speaker
+    probs: list[float | None] = []  # the ASR's probability of each unit, where it gives one
     for seg in transcript.segments:
         if cfg.strategy == "word" and seg.words:
             for w in seg.words:
                 units.append((w.start, w.end, w.text, speaker_at(turns, w.start, w.end)))
+                probs.append(w.probability)
         else:
             units.append((seg.start, seg.end, " " + seg.text.strip(),
                           speaker_at(turns, seg.start, seg.end)))
+            known = [w.probability for w in seg.words if w.probability is not None]
+            probs.append(sum(known) / len(known) if known else None)
     if cfg.strategy == "word" and cfg.snap_to_sentences:
         units = snap_to_sentences(units)
     out: list[SpeakerSegment] = []
     cur: list[tuple[float, float, str, str | None]] = []
+    cur_probs: list[float] = []
     prev_spk = turns[0].speaker if turns else "SPEAKER_00"
 
     def flush() -> None:
         if cur:
             text = _join_text([u[2] for u in cur])
             if text:
-                out.append(SpeakerSegment(cur[0][0], cur[-1][1], cur[0][3] or prev_spk, text))
+                conf = sum(cur_probs) / len(cur_probs) if cur_probs else None
+                out.append(SpeakerSegment(cur[0][0], cur[-1][1], cur[0][3] or prev_spk, text,
+                                          conf))
             cur.clear()
+            cur_probs.clear()
 
-    for start, end, text, spk in units:
+    for (start, end, text, spk), prob in zip(units, probs, strict=True):
         spk = spk or prev_spk
         if cur and (
             spk != cur[0][3]
@@ -131,6 +139,8 @@ def assign_speakers(
         ):
             flush()
         cur.append((start, end, text, spk))
+        if prob is not None:
+            cur_probs.append(prob)
         prev_spk = spk
     flush()
     return out

@@ -143,6 +143,7 @@ class SpeakerSegment:
     end: float
     speaker: str
     text: str
+    confidence: float | None = None  # mean ASR word probability, where the ASR gives one
 
 
 def _speakers_from_json(items: list[dict]) -> list[Speaker]:
@@ -166,7 +167,8 @@ class SpeakerTranscript:
         return cls(
             duration_s=float(d["duration_s"]),
             speakers=_speakers_from_json(d["speakers"]),
-            segments=[SpeakerSegment(float(s["start"]), float(s["end"]), s["speaker"], s["text"])
+            segments=[SpeakerSegment(float(s["start"]), float(s["end"]), s["speaker"], s["text"],
+                                     s.get("confidence"))
                       for s in d["segments"]],
             language=d.get("language"),
             source=d.get("source", ""),
@@ -180,7 +182,8 @@ class SpeakerTranscript:
             "speakers": [s.to_json() for s in self.speakers],
             "segments": [
                 {"start": round(s.start, 3), "end": round(s.end, 3), "speaker": s.speaker,
-                 "text": s.text}
+                 "text": s.text,
+                 **({} if s.confidence is None else {"confidence": round(s.confidence, 3)})}
                 for s in self.segments
             ],
         }
@@ -196,10 +199,90 @@ class ChatMessage:
 
 
 @dataclass
+class Quote:
+    """A sentence said in the meeting, that an item of the minutes rests on: where it is in
+    the transcript (``turn``: index of the segment; ``start``: seconds), who said it (speaker
+    id and, when known, name) and the words as transcribed."""
+
+    turn: int
+    start: float
+    speaker: str
+    text: str
+    name: str | None = None
+
+    def to_json(self) -> dict:
+        return {"turn": self.turn, "start": round(self.start, 2), "speaker": self.speaker,
+                "name": self.name, "text": self.text}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Quote:
+        return cls(int(d["turn"]), float(d["start"]), d["speaker"], d["text"], d.get("name"))
+
+
+# How an action item's owner was established (ActionItem.how).
+OWNER_HOW = {
+    "took it on": "said they would do it",
+    "accepted": "was asked and accepted",
+    "handed over": "took it over from someone else",
+    "model": "the model's reading only: check it",
+}
+
+
+@dataclass
 class ActionItem:
-    owner: str  # an attendee's name, or "unassigned": never an invented person
+    owner: str  # an attendee's name, a "Speaker N" label, or "unassigned": never invented
     task: str
     due: str | None = None
+    evidence: list[Quote] = field(default_factory=list)  # what was said, first to last
+    how: str = ""  # one of OWNER_HOW ("" for items made before evidence was kept)
+    weak: bool = False  # the evidence checked out only in part: the reader should check
+
+    def to_json(self) -> dict:
+        d: dict = {"owner": self.owner, "task": self.task, "due": self.due}
+        if self.evidence:
+            d["evidence"] = [q.to_json() for q in self.evidence]
+        if self.how:
+            d["how"] = self.how
+        if self.weak:
+            d["weak"] = True
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> ActionItem:
+        return cls(d["owner"], d["task"], d.get("due"),
+                   [Quote.from_json(q) for q in d.get("evidence", [])], d.get("how", ""),
+                   bool(d.get("weak", False)))
+
+
+@dataclass
+class QualityFlag:
+    """Something in the minutes a reader should check: ``kind`` is one of FLAG_KINDS."""
+
+    kind: str
+    message: str
+    start: float | None = None  # where in the recording, when it is one place
+
+    def to_json(self) -> dict:
+        d: dict = {"kind": self.kind, "message": self.message}
+        if self.start is not None:
+            d["start"] = round(self.start, 2)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> QualityFlag:
+        return cls(d["kind"], d["message"], d.get("start"))
+
+
+FLAG_KINDS = ("unnamed speaker", "low asr confidence", "weak evidence", "model repair",
+              "not in transcript", "dropped")
+
+
+@dataclass
+class Topic:
+    """Discussion points about one subject, in the order the meeting reached them."""
+
+    title: str
+    points: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -227,6 +310,9 @@ class Minutes:
     duration_s: float = 0.0
     speakers: list[Speaker] = field(default_factory=list)
     date_source: str = ""  # one of DATE_SOURCES ("" when not known)
+    decision_evidence: list[list[Quote]] = field(default_factory=list)  # per decision
+    topics: list[Topic] = field(default_factory=list)  # the discussion points, grouped
+    flags: list[QualityFlag] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
@@ -239,7 +325,10 @@ class Minutes:
             "summary": self.summary,
             "discussion_points": list(self.discussion_points),
             "decisions": list(self.decisions),
-            "action_items": [asdict(a) for a in self.action_items],
+            "decision_evidence": [[q.to_json() for q in qs] for qs in self.decision_evidence],
+            "topics": [{"title": t.title, "points": list(t.points)} for t in self.topics],
+            "action_items": [a.to_json() for a in self.action_items],
+            "quality_flags": [f.to_json() for f in self.flags],
         }
 
     @classmethod
@@ -248,11 +337,15 @@ class Minutes:
             title=d["title"], date=d["date"], attendees=list(d.get("attendees", [])),
             summary=d.get("summary", ""), discussion_points=list(d.get("discussion_points", [])),
             decisions=list(d.get("decisions", [])),
-            action_items=[ActionItem(a["owner"], a["task"], a.get("due"))
-                          for a in d.get("action_items", [])],
+            action_items=[ActionItem.from_json(a) for a in d.get("action_items", [])],
             duration_s=float(d.get("duration_s", 0.0)),
             speakers=_speakers_from_json(d.get("speakers", [])),
             date_source=d.get("date_source", ""),
+            decision_evidence=[[Quote.from_json(q) for q in qs]
+                               for qs in d.get("decision_evidence", [])],
+            topics=[Topic(t.get("title", ""), list(t.get("points", [])))
+                    for t in d.get("topics", [])],
+            flags=[QualityFlag.from_json(f) for f in d.get("quality_flags", [])],
         )
 
 

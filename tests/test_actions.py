@@ -55,11 +55,24 @@ def test_an_unnamed_request_counts_only_when_the_next_speaker_accepts():
     assert [(c.owner, c.kind) for c in find_commitments(t)] == [("S1", "asked")]
 
 
-class PhraseChat:
-    """Answers each focused question from a table keyed by a word of the excerpt."""
+def test_soft_commitments_are_candidates_too():
+    t = transcript([
+        ("S0", "Who can look at the permit?"),
+        ("S1", "Leave that with me."),
+        ("S2", "I can get you the figures by Thursday."),
+        ("S0", "I sent the contract last week."),  # done already: no cue
+        ("S1", "Count me in for the stall on Saturday."),
+    ], NAMES)
+    assert [(c.owner, c.turn) for c in find_commitments(t)] == [
+        ("S1", 1), ("S2", 2), ("S1", 4)]
 
-    name = "phrase"
+
+class JudgeChat:
+    """The draft, and a judge that answers by the excerpt's lines."""
+
+    name = "judge"
     context_tokens = 4096
+    looped = 0
 
     def __init__(self):
         self.calls = []
@@ -68,29 +81,41 @@ class PhraseChat:
         return len(text.split())
 
     def chat(self, messages, max_new_tokens, json_output=False, on_token=None):
+        from daemon.minutes.commitments import FIND_SYSTEM, JUDGE_SYSTEM
+        from daemon.minutes.prompts import DECIDE_SYSTEM
+
         self.calls.append(messages)
-        user = messages[1].content
-        if "Transcript:" in user:
-            return json.dumps({"title": "Library sync", "summary": "Budget.",
-                               "discussion_points": [], "decisions": ["Close in April"]})
-        if "quotes" in user.split("took on:")[1]:
-            return '{"task": "Collect three electrical quotes", "due": "Friday"}'
-        if "survey" in user.split("took on:")[1]:
+        system, user = messages[0].content, messages[1].content
+        if system == FIND_SYSTEM:
+            return '{"items": []}'
+        if system == DECIDE_SYSTEM:
+            return '{"kind": "decision"}'
+        if system != JUDGE_SYSTEM:
+            return json.dumps({"title": "Library sync", "summary": "Budget.", "topics": [],
+                               "decisions": [{"text": "Close the reading room in April",
+                                              "line": 8}]})
+        at = int(user.split("look at: [")[1].split("]")[0])
+        if at == 2:
+            return ('{"kind": "task", "owner": "David Chen", "task": "Collect three quotes '
+                    'from the contractors", "due": "Friday", "line": 3}')
+        if at == 4:
             return "not json at all"  # and again on the retry: the cue's words stand in
-        return '{"task": null, "due": null}'
+        return '{"kind": "idea", "owner": null, "task": null}'
 
 
-def test_each_cue_is_phrased_by_the_model_and_the_owner_stays_the_speaker():
+def test_each_cue_is_judged_by_the_model_and_checked_against_the_transcript():
     t = transcript(MEETING, NAMES)
     facts = MeetingFacts("2026-03-04", t.duration_s, list(NAMES.values()), t.speakers)
-    chat = PhraseChat()
-    m = LLMMinutesWriter(chat, max_attempts=2).write(t, facts)
-    items = [(a.owner, a.task, a.due) for a in m.action_items]
+    chat = JudgeChat()
+    w = LLMMinutesWriter(chat, max_attempts=2)
+    m = w.write(t, facts)
+    items = [(a.owner, a.task, a.due, a.how) for a in m.action_items]
     assert items == [
-        ("David Chen", "Collect three electrical quotes", "Friday"),
+        ("David Chen", "Collect three quotes from the contractors", "Friday", "accepted"),
         ("Priya Natarajan", "Priya, please run that survey and bring the results to our next sync.",
-         None),
-    ]  # Maria's cue was judged "no task" by the model and dropped
-    first = chat.calls[0]
-    assert "action_items" not in first[0].content  # the minutes call does not ask for them
-    assert m.decisions == ["Close in April"]
+         None, "took it on"),
+    ]  # Maria's memo was judged "no task" by the model and dropped
+    assert [q.turn for q in m.action_items[0].evidence] == [2, 3]  # the ask and the yes
+    assert any("no valid answer" in r for r in w.repairs)
+    assert "action_items" not in chat.calls[0][0].content  # the minutes call does not ask
+    assert m.decisions == ["Close the reading room in April"]

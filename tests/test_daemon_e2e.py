@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from daemon.minutes.evidence import check_minutes
 from test_notify import Listener
 
 REPO = Path(__file__).resolve().parent.parent
@@ -172,6 +174,9 @@ def test_end_to_end_with_real_models(tmp_path):
             named = [a for a in m["action_items"] if a["owner"] in
                      [s["name"] for s in t["speakers"] if s["name"]]]
             assert named, f"no action item owned by a named speaker: {m['action_items']}"
+            # every item and decision rests on sentences really said, by whom it says
+            assert check_minutes(m, t) == [], (check_minutes(m, t), m)
+            assert all(a["evidence"] for a in m["action_items"]), m["action_items"]
     # one duplicate noted and moved aside; two failures with reasons; originals processed
     assert st["duplicates"] == 1 and st["counts"]["done"] == 2
     assert [p.name for p in (root / "duplicates").iterdir()] == ["library copy.mp3"]

@@ -305,3 +305,39 @@ def test_nf4_on_cuda_with_bf16_compute(cache, smol_dir):
     assert layer.compute_dtype == torch.bfloat16
     out = chat.chat(QUESTION, 16)
     assert out.strip() and chat.chat(QUESTION, 16) == out
+
+
+# --------------------------------------------------------------------------- evidence
+
+
+def test_real_model_minutes_carry_evidence_that_checks_out(chat):
+    """Whatever a real (tiny) model answers, every action item and decision that reaches the
+    minutes rests on sentences of the transcript, said by its owner."""
+    from daemon.minutes.evidence import check_minutes
+    from daemon.minutes.schema import DraftDecision
+    from daemon.minutes.writer import LLMMinutesWriter
+    from daemon.types import MeetingFacts, Minutes, Speaker, SpeakerSegment, SpeakerTranscript
+
+    turns = [("S0", "Good morning. We need quotes for the new wiring before the board meets."),
+             ("S1", "I'll collect three quotes from electricians by Friday."),
+             ("S0", "Great. Priya, can you book the hall for the open day?"),
+             ("S2", "Yes, I will book the hall tomorrow."),
+             ("S1", "I sent the survey last week, by the way."),
+             ("S0", "So we agree: the reading room closes in April.")]
+    segs = [SpeakerSegment(i * 6.0, i * 6.0 + 5, s, x) for i, (s, x) in enumerate(turns)]
+    names = {"S0": "Maria Lopez", "S1": "David Chen", "S2": "Priya Shah"}
+    t = SpeakerTranscript(40.0, [Speaker(s, n, 10.0) for s, n in names.items()], segs)
+    facts = MeetingFacts("2026-03-04", 40.0, list(names.values()), t.speakers)
+    writer = LLMMinutesWriter(chat, max_new_tokens=300)
+    # the action items and decisions as the writer makes them (the 135M model is too small
+    # to write a whole valid minutes object, so the summary is left out here)
+    items = writer.action_items_for(t, facts)
+    decisions, quotes = writer.decisions(t, [DraftDecision(text="The reading room closes in "
+                                                                "April", line=5),
+                                             DraftDecision(text="Hire a new librarian")])
+    m = Minutes("t", "2026-03-04", facts.attendees, "", [], decisions, items,
+                decision_evidence=quotes)
+    assert writer.stats.candidates >= 2  # the cue patterns alone find two places
+    assert check_minutes(m.to_json(), t.to_json()) == []
+    assert all(a.evidence for a in m.action_items)
+    assert decisions == ["The reading room closes in April"]  # the other was never said

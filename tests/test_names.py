@@ -116,3 +116,33 @@ def test_a_request_to_a_name_inside_a_sentence_is_evidence_too():
     ])
     names, _ = assign_names(t)
     assert names.get("S1") == "David"
+
+
+def test_attendees_get_the_full_name_they_were_introduced_by():
+    from daemon.names import assign_names
+    from daemon.types import Speaker, SpeakerSegment, SpeakerTranscript
+
+    segs = [SpeakerSegment(0, 5, "A", "Hello everyone, I'm Laura Bennett and I chair this."),
+            SpeakerSegment(6, 9, "B", "Thanks, Laura. Shall we start with the roof?"),
+            SpeakerSegment(10, 14, "A", "Yes. Frank, what did the roofers say?"),
+            SpeakerSegment(15, 19, "B", "They can come in July, Laura.")]
+    t = SpeakerTranscript(20, [Speaker("A"), Speaker("B")], segs)
+    names, _ = assign_names(t)
+    assert names == {"A": "Laura Bennett", "B": "Frank"}  # no surname said for Frank
+
+
+def test_introducing_someone_else_is_not_a_self_introduction():
+    from daemon.names import assign_names
+    from daemon.types import Speaker, SpeakerSegment, SpeakerTranscript
+
+    roster = ["Daniel Reyes", "Martin Kowalski", "Priya Shah"]
+    segs = [SpeakerSegment(0, 5, "D", "Thanks for making the time, Martin. Priya, this is "
+                           "Martin Kowalski, he runs operations. Martin, this is Priya Shah."),
+            SpeakerSegment(6, 8, "P", "Hi Martin, nice to meet you."),
+            SpeakerSegment(9, 11, "M", "Nice to meet you too.")]
+    t = SpeakerTranscript(12, [Speaker("D"), Speaker("P"), Speaker("M")], segs)
+    names, _ = assign_names(t, roster)
+    assert names.get("D") not in ("Martin Kowalski", "Priya Shah")
+    # on a call, "Hi, this is Daniel" still introduces the speaker
+    t2 = SpeakerTranscript(5, [Speaker("D")], [SpeakerSegment(0, 4, "D", "Hi, this is Daniel.")])
+    assert assign_names(t2, roster)[0] == {"D": "Daniel Reyes"}

@@ -11,10 +11,11 @@ the model's reading of a long transcript, where small models lose track of who s
    person addressed), "Could you ...?" answered "Yes" / "Of course" (the one who answered).
 2. **Group** the sentences about one task: the same owner, close together (the same turn, or
    an ask and its answer a turn or two apart, or a later sentence about the same thing).
-3. **Phrase** each group with the LLM: one small, focused question per group ("what will
-   Priya do, and by when? or null if she did not commit to anything"), whose answer is
-   validated like the minutes. The model judges and words the task; the owner stays the
-   pipeline's.
+3. The groups are candidates beside the model's own reading; each is then judged and
+   checked in :mod:`daemon.minutes.commitments`.
+
+These patterns are English and only add recall: the model's reading of the transcript is
+the path that works in any language.
 """
 
 from __future__ import annotations
@@ -22,10 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, field_validator
-
 from daemon.minutes.owners import match_person
-from daemon.names import display_label
 from daemon.text import split_sentences
 from daemon.types import SpeakerTranscript
 
@@ -37,7 +35,14 @@ _TRIVIAL = re.compile(
     r"answer that|repeat that|get started)", re.I)
 _SELF = re.compile(
     r"\b(?:I(?:'ll| will| shall|'m going to| am going to|'d like to| would like to| can take| "
-    r"can do| will take| volunteer to| plan to)|let me)\s+(.{4,})", re.I)
+    r"can do| will take| volunteer to| plan to| can get| can have| can send| could take| "
+    r"'m happy to| am happy to|'d be happy to| would be happy to| can look| can check| can ask"
+    r")|let me)\s+(.{4,})", re.I)
+# Commitments with nothing after them: "leave that with me", "count me in", "that one's mine".
+_SELF_SHORT = re.compile(
+    r"\b(?:leave (?:it|that|this) (?:with|to) me|count me in|put me down(?: for)?|"
+    r"(?:that|this)(?: one)?(?:'s| is) mine|I'm on it|I've got (?:it|this|that)|"
+    r"I (?:can|will|'ll) (?:take|do|handle|sort) (?:it|that|this)(?: one)?)\b", re.I)
 _THIRD = re.compile(r"\b([A-Z][a-z]+) (?:will|is going to|'ll|can take care of)\s+(.{4,})")
 _ASK_NAMED = re.compile(
     r"(?:^(?:\w+[,.]?\s+)?|[,;:]\s*)([A-Z][a-z]+),\s+(?:(?:can|could|would|will) you|please|I want|I need|"
@@ -121,6 +126,9 @@ def find_commitments(t: SpeakerTranscript) -> list[Commitment]:
             if (m := _SELF.search(sent)) and not _TRIVIAL.match(m.group(1)):
                 out.append(Commitment(seg.speaker, i, sent, "self"))
                 continue
+            if _SELF_SHORT.search(sent):
+                out.append(Commitment(seg.speaker, i, sent, "self"))
+                continue
             if m := _THIRD.search(sent):
                 owner = _speaker_named(t, m.group(1))
                 if owner and owner != seg.speaker:
@@ -153,44 +161,3 @@ def group_commitments(t: SpeakerTranscript, found: list[Commitment]) -> list[Tas
 
 def task_cues(t: SpeakerTranscript) -> list[TaskCue]:
     return group_commitments(t, find_commitments(t))
-
-
-# --------------------------------------------------------------------------- phrasing
-
-
-class PhrasedTask(BaseModel):
-    task: str | None = None
-    due: str | None = None
-
-    @field_validator("task", "due", mode="before")
-    @classmethod
-    def _none(cls, v):
-        if v is None or (isinstance(v, str) and v.strip().lower() in (
-                "", "null", "none", "n/a", "unspecified", "not specified", "not mentioned")):
-            return None
-        return str(v).strip()
-
-
-PHRASE_SYSTEM = """You write the action items of meeting minutes. You are shown a short \
-excerpt of a meeting and one person in it. Reply with one JSON object only, no prose:
-{"task": "what this person will do, as a short imperative (e.g. \\"Collect three quotes \
-from electrical contractors\\")", "due": "the deadline they mention (e.g. \\"Friday\\"), \
-or null"}
-If the person did not take on or agree to any task, reply {"task": null, "due": null}.
-Use only what the excerpt says; keep names, numbers and dates as said."""
-
-
-def cue_excerpt(t: SpeakerTranscript, cue: TaskCue) -> str:
-    turns = sorted({c.turn for c in cue.commitments})
-    lo = max(0, turns[0] - 1)
-    hi = min(len(t.segments) - 1, turns[-1] + 1)
-    keep = [i for i in range(lo, hi + 1) if i in turns or i in (lo, hi)]
-    lines = [f"{display_label(t, t.segments[i].speaker)}: {t.segments[i].text}" for i in keep]
-    return "\n".join(lines)
-
-
-def phrase_prompt(t: SpeakerTranscript, cue: TaskCue) -> str:
-    who = display_label(t, cue.owner)
-    said = "\n".join(f"- {c.sentence}" for c in cue.commitments)
-    return (f"Excerpt:\n{cue_excerpt(t, cue)}\n\nWhat {who} took on:\n{said}\n\n"
-            f"Write the action item for {who} as the JSON object.")

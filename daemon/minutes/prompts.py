@@ -13,8 +13,8 @@ SCHEMA_HINT = """{
 SCHEMA_HINT_NO_ACTIONS = """{
   "title": "short title of the meeting",
   "summary": "3-5 sentences: purpose, main outcomes",
-  "decisions": ["each decision the group actually made, as one full sentence with its details (what, when)"],
-  "discussion_points": ["one line per topic discussed, each topic once, at most 8"]
+  "decisions": [{"text": "a decision the group actually made, as one full sentence with its details", "line": number of the transcript line where it was decided}],
+  "topics": [{"title": "a subject the meeting discussed", "points": ["one line per point made about it"]}]
 }"""
 
 SYSTEM_PROMPT = """You are a meticulous meeting secretary. From a meeting transcript you write \
@@ -31,17 +31,34 @@ per task; do not repeat a task.
 - Use only facts from the transcript."""
 
 SYSTEM_PROMPT_NO_ACTIONS = """You are a meticulous meeting secretary. From a meeting transcript \
-you write accurate, concise minutes (action items are written separately).
+you write accurate, concise minutes (action items are written separately). Each transcript \
+line starts with its number in brackets and the speaker.
 Rules:
 - Reply with one JSON object only, no prose and no code fences, in exactly this shape:
 {schema}
 - Refer to people by these names: {names}.
-- Decisions: only what the group decided, not proposals or open questions.
-- Use only facts from the transcript."""
+- Decisions: only what the group explicitly decided or agreed on, with the number of the line \
+where it was decided. Proposals, ideas, open questions and tasks people will do are not \
+decisions. If nothing was decided, "decisions" is [].
+- Topics: at most 6, in the order the meeting reached them, each with 1-4 short points.
+- Say things in the tense they were said: what someone will do is still to be done ("Maria \
+will write the memo"), not done; what was reported as done is done.
+- Use only facts from the transcript: no names, numbers or dates it does not contain."""
 
 MERGE_PROMPT = """You are a meticulous meeting secretary. Below are notes taken on consecutive \
 parts of one meeting, as JSON. Merge them into minutes of the whole meeting, as one JSON \
 object in exactly this shape:
 {schema}
-Keep every distinct action item and decision, remove duplicates, keep owners as written \
-(one of: {names}, or "unassigned"). Reply with the JSON object only."""
+Keep every distinct decision with its line number, remove duplicates, group the points by \
+topic (at most 6 topics, in meeting order), refer to people by these names: {names}. The \
+summary covers the whole meeting, in the tense things were said. Reply with the JSON object \
+only."""
+
+DECIDE_SYSTEM = """You check one possible decision for meeting minutes. You are shown an \
+excerpt of a meeting (each line starts with its number in brackets and the speaker) and a \
+statement. Reply with one JSON object only, no prose: {"kind": "..."}
+"kind" is one of:
+  "proposal": someone suggests or asks it, but the group does not settle it in the excerpt,
+  "task": one person says they will do something (an action item, not a decision),
+  "other": it is not what the excerpt says,
+  "decision": the group settles it: they decide, agree, choose or approve it."""

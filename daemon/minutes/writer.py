@@ -2,18 +2,23 @@
 
 * Facts the pipeline knows (date, duration, attendees, talk time) are filled in here, never
   asked of the model.
+* Action items: found broadly (the model reading the transcript in parts, and the English
+  cue patterns), judged one at a time, and checked against the transcript: each carries its
+  evidence, its owner is someone who took it on (:mod:`daemon.minutes.commitments`).
+* Decisions carry the line they were decided on; one the transcript does not support is
+  dropped and said so in the quality flags.
 * The model answers in JSON, validated with pydantic. Invalid answers are repaired (code
   fences, trailing commas, prose around the object) or retried with the error shown to the
   model; after ``max_attempts`` the stage fails: half-parsed minutes are never passed on.
-* Owners of action items must be attendees or "unassigned" (:mod:`daemon.minutes.owners`).
 * A transcript over the model's context budget is summarised in chunks (map) whose notes are
-  merged (reduce), so a 2-hour meeting works on a 4k-context model.
+  merged (reduce), so a 2-hour meeting works on a 4k-context model; action items are looked
+  for in every chunk.
+* The minutes end with quality flags: what a reader should check (:mod:`daemon.minutes.quality`).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,22 +26,49 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ValidationError
 
 from daemon.errors import PermanentError
-from daemon.minutes.actions import PHRASE_SYSTEM, PhrasedTask, phrase_prompt, task_cues
-from daemon.minutes.cues import commitment_hints, decision_hints, transcript_lines
+from daemon.minutes.actions import task_cues
+from daemon.minutes.commitments import (
+    FIND_SYSTEM,
+    JUDGE_SYSTEM,
+    Candidate,
+    Judged,
+    ProposedList,
+    find_prompt,
+    follow_conversation,
+    judge_prompt,
+    merge_candidates,
+    numbered_lines,
+    resolve,
+)
+from daemon.minutes.cues import decision_hints
+from daemon.minutes.evidence import best_sentence, overlap, quote
 from daemon.minutes.jsonfix import extract_json
 from daemon.minutes.owners import resolve_owner
 from daemon.minutes.prompts import (
+    DECIDE_SYSTEM,
     MERGE_PROMPT,
-    SCHEMA_HINT,
     SCHEMA_HINT_NO_ACTIONS,
-    SYSTEM_PROMPT,
     SYSTEM_PROMPT_NO_ACTIONS,
 )
-from daemon.minutes.schema import UNASSIGNED, Draft, DraftAction
+
+try:  # TEMP until quality.py lands
+    from daemon.minutes.quality import quality_flags
+except ImportError:  # pragma: no cover
+    def quality_flags(m, t, r):
+        return []
+from daemon.minutes.schema import UNASSIGNED, Decided, Draft, DraftDecision
 from daemon.names import display_label
 from daemon.protocols import ChatModel
 from daemon.render import hms
-from daemon.types import ActionItem, ChatMessage, MeetingFacts, Minutes, SpeakerTranscript
+from daemon.types import (
+    ActionItem,
+    ChatMessage,
+    MeetingFacts,
+    Minutes,
+    Quote,
+    SpeakerTranscript,
+    Topic,
+)
 
 
 class MinutesError(PermanentError):
@@ -52,6 +84,9 @@ class WriterStats:
     prompt_tokens: int = 0
     new_tokens: int = 0
     seconds: float = 0.0
+    repaired: int = 0  # answers that were not valid JSON as given and were repaired
+    retried: int = 0  # answers rejected and asked again
+    candidates: int = 0  # places where someone may have taken on a task
 
     @property
     def tokens_per_s(self) -> float:
@@ -59,7 +94,13 @@ class WriterStats:
 
 
 class LLMMinutesWriter:
-    """MinutesWriter over any ChatModel (local transformers, or an OpenAI-compatible server)."""
+    """MinutesWriter over any ChatModel (local transformers, or an OpenAI-compatible server).
+
+    ``action_items``: ``checked`` (default) finds candidates with the model and the English
+    cue patterns; ``model`` with the model only (any language); ``cues`` with the patterns
+    only (English; fewest model calls). Every candidate is then judged and checked the same
+    way, so each item carries its evidence.
+    """
 
     name = "llm"
 
@@ -70,10 +111,11 @@ class LLMMinutesWriter:
         max_attempts: int = 3,
         on_token: Callable[[str], None] | None = None,
         log=None,
-        action_items: str = "cues",
+        action_items: str = "checked",
     ):
-        if action_items not in ("cues", "model"):
-            raise ValueError(f"action_items must be 'cues' or 'model', not {action_items!r}")
+        if action_items not in ACTION_SOURCES:
+            raise ValueError(f"action_items must be one of {', '.join(ACTION_SOURCES)}, "
+                             f"not {action_items!r}")
         self.action_items = action_items
         self.chat = chat
         self.max_new_tokens = max_new_tokens
@@ -81,8 +123,9 @@ class LLMMinutesWriter:
         self.on_token = on_token
         self.log = log
         self.stats = WriterStats()
+        self.repairs: list[str] = []  # said in the quality flags of the minutes being written
 
-    # -- prompts
+    # -- asking
 
     def _names_clause(self, attendees: list[str], t: SpeakerTranscript) -> str:
         unnamed = [display_label(t, s.id) for s in t.speakers if not s.name]
@@ -90,9 +133,10 @@ class LLMMinutesWriter:
         return ", ".join(f'"{n}"' for n in names) if names else '"unassigned"'
 
     def _ask(self, system: str, user: str, schema: type[BaseModel] = Draft,
-             max_new_tokens: int | None = None):
+             max_new_tokens: int | None = None, what: str = "the minutes"):
         messages = [ChatMessage("system", system), ChatMessage("user", user)]
         last_err = ""
+        looped_before = getattr(self.chat, "looped", 0)
         for attempt in range(1, self.max_attempts + 1):
             self.stats.attempts += 1
             t0 = time.perf_counter()
@@ -104,9 +148,10 @@ class LLMMinutesWriter:
             self.stats.prompt_tokens += int(st.get("prompt_tokens", 0) or 0)
             self.stats.new_tokens += int(st.get("new_tokens", st.get("completion_tokens", 0)) or 0)
             try:
-                return schema.model_validate(extract_json(answer))
+                got = schema.model_validate(extract_json(answer))
             except (ValueError, ValidationError) as exc:
                 last_err = str(exc).splitlines()[0]
+                self.stats.retried += 1
                 if self.log:
                     self.log.warning("invalid minutes JSON, retrying", attempt=attempt,
                                      error=last_err)
@@ -115,125 +160,225 @@ class LLMMinutesWriter:
                     ChatMessage("user", f"That was not valid: {last_err}. Reply again with only "
                                         "the JSON object, in the shape given."),
                 ]
+                continue
+            if getattr(self.chat, "looped", 0) > looped_before:
+                self.repairs.append(f"the model repeated itself writing {what}; its answer "
+                                    "was cut off there and closed after the last whole value")
+            elif not _valid_as_given(answer):
+                self.stats.repaired += 1
+            if attempt > 1:
+                self.repairs.append(f"the model's first answer for {what} was not valid "
+                                    f"JSON; it was asked again ({attempt} attempts)")
+            return got
         raise MinutesError(f"no valid minutes JSON after {self.max_attempts} attempts: {last_err}")
 
-    def _budget(self) -> int:
+    def _budget(self, system: str) -> int:
         """Tokens of transcript that fit one call, beside the instructions and the answer."""
-        overhead = self.chat.count_tokens(SYSTEM_PROMPT + SCHEMA_HINT) + 200
+        overhead = self.chat.count_tokens(system) + 200
         return max(256, self.chat.context_tokens - self.max_new_tokens - overhead)
 
-    def _chunks(self, lines: list[str], budget: int) -> list[list[str]]:
-        chunks: list[list[str]] = [[]]
-        used = 0
-        for ln in lines:
+    def _chunks(self, t: SpeakerTranscript, budget: int) -> list[tuple[int, int]]:
+        """Consecutive (lo, hi) ranges of segments whose numbered lines fit ``budget``."""
+        lines = numbered_lines(t)
+        out: list[tuple[int, int]] = []
+        lo, used = 0, 0
+        for i, ln in enumerate(lines):
             n = self.chat.count_tokens(ln) + 1
-            if chunks[-1] and used + n > budget:
-                chunks.append([])
-                used = 0
-            chunks[-1].append(ln)
+            if i > lo and used + n > budget:
+                out.append((lo, i))
+                lo, used = i, 0
             used += n
-        return chunks
+        out.append((lo, len(lines)))
+        return out
+
+    # -- summary, topics, decisions
 
     def draft(self, t: SpeakerTranscript, facts: MeetingFacts) -> Draft:
         names = self._names_clause(facts.attendees, t)
-        cues = self.action_items == "cues"
-        system = (SYSTEM_PROMPT_NO_ACTIONS.format(schema=SCHEMA_HINT_NO_ACTIONS, names=names)
-                  if cues else SYSTEM_PROMPT.format(schema=SCHEMA_HINT, names=names))
+        system = SYSTEM_PROMPT_NO_ACTIONS.format(schema=SCHEMA_HINT_NO_ACTIONS, names=names)
         header = (f"Meeting on {facts.date}, {hms(facts.duration_s)} long. "
                   f"Attendees: {', '.join(facts.attendees) or 'unknown'}.\n\nTranscript:\n")
-        lines = transcript_lines(t)
-        hints = [] if cues else commitment_hints(t)
         footer = ""
-        if hints:
-            footer = ("\n\nSentences where someone takes on or is given a task (each is usually "
-                      "one action item, owned by the person named first; merge two sentences "
-                      "about the same task):\n" + "\n".join(f"- {h}" for h in hints))
         if decided := decision_hints(t):
             footer += ("\n\nSentences where the group states a decision (write each one that "
                        "was decided under \"decisions\"; tasks people will do are not "
                        "decisions):\n" + "\n".join(f"- {h}" for h in decided))
-        chunks = self._chunks(lines, self._budget() - self.chat.count_tokens(footer))
+        chunks = self._chunks(t, self._budget(system) - self.chat.count_tokens(header + footer))
         self.stats.chunks = len(chunks)
         if len(chunks) == 1:
-            return self._ask(system, header + "\n".join(lines) + footer)
+            return self._ask(system, header + "\n".join(numbered_lines(t)) + footer)
         # Map: notes per part. Reduce: merge the notes (recursively if they are long too).
         parts = []
-        for i, chunk in enumerate(chunks, 1):
+        for i, (lo, hi) in enumerate(chunks, 1):
             if self.log:
                 self.log.info("minutes: summarising part", part=i, parts=len(chunks))
             part_header = header.replace("Transcript:", f"Transcript, part {i} of {len(chunks)}:")
-            parts.append(self._ask(system, part_header + "\n".join(chunk)))
-        return self._reduce(parts, names, facts)
+            parts.append(self._ask(system, part_header + "\n".join(numbered_lines(t, lo, hi)),
+                                   what=f"part {i} of the minutes"))
+        return self._reduce(parts, names, system)
 
-    def _reduce(self, parts: list[Draft], names: str, facts: MeetingFacts) -> Draft:
-        merge_system = MERGE_PROMPT.format(schema=SCHEMA_HINT, names=names)
-        docs = [json.dumps(p.model_dump(), ensure_ascii=False) for p in parts]
-        budget = self._budget()
-        if sum(self.chat.count_tokens(d) for d in docs) > budget and len(parts) > 1:
+    def _reduce(self, parts: list[Draft], names: str, system: str) -> Draft:
+        merge_system = MERGE_PROMPT.format(schema=SCHEMA_HINT_NO_ACTIONS, names=names)
+        docs = [json.dumps(p.model_dump(exclude={"action_items", "discussion_points"}),
+                           ensure_ascii=False) for p in parts]
+        if sum(self.chat.count_tokens(d) for d in docs) > self._budget(system) and len(parts) > 1:
             half = len(parts) // 2
-            return self._reduce([self._reduce(parts[:half], names, facts),
-                                 self._reduce(parts[half:], names, facts)], names, facts)
+            return self._reduce([self._reduce(parts[:half], names, system),
+                                 self._reduce(parts[half:], names, system)], names, system)
         merged = self._ask(merge_system, "\n\n".join(
-            f"Notes on part {i}:\n{d}" for i, d in enumerate(docs, 1)))
-        # The merge must not lose action items the parts found: add back any it dropped.
-        seen = {a.task.lower() for a in merged.action_items}
+            f"Notes on part {i}:\n{d}" for i, d in enumerate(docs, 1)), what="the merged minutes")
+        # The merge must not lose decisions the parts found: add back any it dropped.
+        seen = {d.line for d in merged.decisions if d.line is not None}
         for p in parts:
-            for a in p.action_items:
-                if a.task.lower() not in seen:
-                    merged.action_items.append(a)
-                    seen.add(a.task.lower())
+            for d in p.decisions:
+                if d.line is not None and d.line not in seen and not any(
+                        overlap(d.text, m.text) >= 0.6 for m in merged.decisions):
+                    merged.decisions.append(d)
+                    seen.add(d.line)
         return merged
 
-    def cue_actions(self, t: SpeakerTranscript) -> list[DraftAction]:
-        """One focused question to the model per task cue (see daemon.minutes.actions)."""
-        out: list[DraftAction] = []
-        cues = task_cues(t)
-        for i, cue in enumerate(cues, 1):
-            if self.log:
-                self.log.info("minutes: action item", item=i, items=len(cues),
-                              owner=display_label(t, cue.owner))
+    def decisions(self, t: SpeakerTranscript, draft: list[DraftDecision]
+                  ) -> tuple[list[str], list[list[Quote]]]:
+        """The decisions the transcript supports, each with the sentence it was decided in:
+        the line the model gave (or one next to it) must share words with the decision;
+        a decision pointing nowhere is matched against the whole transcript; one with no
+        support at all is dropped, and the minutes say so."""
+        texts: list[str] = []
+        quotes: list[list[Quote]] = []
+        n = len(t.segments)
+        for d in draft:
+            near = [] if d.line is None else [i for i in (d.line, d.line - 1, d.line + 1)
+                                              if 0 <= i < n]
+            scored = [(overlap(d.text, best_sentence(t, i, d.text)), i) for i in near]
+            best = max(scored, default=(0.0, -1), key=lambda x: x[0])
+            if best[0] < DECISION_SUPPORT:
+                anywhere = max(((overlap(d.text, best_sentence(t, i, d.text)), i)
+                                for i in range(n)), default=(0.0, -1), key=lambda x: x[0])
+                best = anywhere if anywhere[0] >= DECISION_SUPPORT_ANYWHERE else (0.0, -1)
+            if best[1] < 0:
+                self.repairs.append(f"dropped: a decision the transcript does not support "
+                                    f"({d.text[:120]!r})")
+                continue
+            if not self._decided(t, best[1], d.text):
+                continue  # a proposal, a task or a misreading: not a decision
+            texts.append(d.text)
+            quotes.append([quote(t, best[1], best_sentence(t, best[1], d.text))])
+        return texts, quotes
+
+    def _decided(self, t: SpeakerTranscript, turn: int, text: str) -> bool:
+        """The model's second look at one decision, over the lines around it."""
+        lo, hi = max(0, turn - 3), min(len(t.segments), turn + 3)
+        user = ("Excerpt:\n" + "\n".join(numbered_lines(t, lo, hi)) +
+                f"\n\nStatement: {text}\n\nWhich kind is it, as the JSON object?")
+        try:
+            got = self._ask(DECIDE_SYSTEM, user, Decided, max_new_tokens=24,
+                            what="a decision check")
+        except MinutesError:
+            return True  # no verdict: the decision stands on its evidence
+        return got.kind.startswith("decision") or got.kind in ("decided", "agreed")
+
+    # -- action items
+
+    def propose(self, t: SpeakerTranscript, attendees: list[str]):
+        """The model's reading, part by part: lines where someone takes on a task."""
+        budget = self._budget(FIND_SYSTEM) - 100
+        out = []
+        for lo, hi in self._chunks(t, budget):
             try:
-                got = self._ask(PHRASE_SYSTEM, phrase_prompt(t, cue), PhrasedTask,
-                                max_new_tokens=min(160, self.max_new_tokens))
+                got = self._ask(FIND_SYSTEM, find_prompt(t, lo, hi, attendees), ProposedList,
+                                max_new_tokens=min(400, self.max_new_tokens),
+                                what="the list of tasks people took on")
             except MinutesError:
-                # The cue stands on its own words rather than being lost.
-                got = PhrasedTask(task=cue.commitments[-1].sentence)
-            if got.task:
-                out.append(DraftAction(owner=display_label(t, cue.owner), task=got.task,
-                                       due=got.due))
+                self.repairs.append(f"the model's reading of the transcript from "
+                                    f"{hms(t.segments[lo].start)} on gave no valid answer: "
+                                    "action items there come from the cue patterns only")
+                continue
+            out += [p for p in got.items if lo <= p.line < hi]
         return out
 
+    def action_items_for(self, t: SpeakerTranscript, facts: MeetingFacts) -> list[ActionItem]:
+        cues = task_cues(t) if self.action_items in ("checked", "cues") else []
+        proposed = self.propose(t, facts.attendees) if self.action_items != "cues" else []
+        candidates = merge_candidates(t, cues, proposed)
+        self.stats.candidates = len(candidates)
+        items: list[ActionItem] = []
+        for i, c in enumerate(candidates, 1):
+            if self.log:
+                self.log.info("minutes: action item", item=i, items=len(candidates))
+            item = self._judge(t, c)
+            if item is not None:
+                items.append(item)
+        return follow_conversation(items)
+
+    def _judge(self, t: SpeakerTranscript, c: Candidate) -> ActionItem | None:
+        try:
+            got = self._ask(JUDGE_SYSTEM, judge_prompt(t, c), Judged,
+                            max_new_tokens=min(200, self.max_new_tokens),
+                            what="an action item")
+        except MinutesError:
+            if "cues" not in c.sources:
+                return None
+            # A cue stands on its own words rather than being lost; the reader is told.
+            got = Judged(task=c.task_hint, owner=None)
+            self.repairs.append(f"the model gave no valid answer for the task at "
+                                f"{hms(t.segments[c.first].start)}; its words are kept as said")
+        return resolve(t, c, got)
+
+    # -- the whole minutes
+
     def write(self, t: SpeakerTranscript, facts: MeetingFacts) -> Minutes:
+        self.repairs = []
         draft = self.draft(t, facts)
-        if self.action_items == "cues":
-            draft.action_items = self.cue_actions(t)
+        decisions, decision_quotes = self.decisions(t, draft.decisions)
         labels = {display_label(t, s.id): s.name for s in t.speakers if s.name}
         labels.update({s.id: s.name for s in t.speakers if s.name})
+        unnamed = {display_label(t, s.id) for s in t.speakers if not s.name}
         items: list[ActionItem] = []
-        seen: set[tuple[str, str]] = set()
-        for a in draft.action_items:
-            task = a.task.strip()
-            if not task:
-                continue
+        for a in self.action_items_for(t, facts):
             owner = resolve_owner(a.owner, facts.attendees, labels)
-            if owner == UNASSIGNED:
-                # "Speaker 2" without a known name stays as the label, so readers can tell
-                unnamed = {display_label(t, s.id) for s in t.speakers if not s.name}
-                if a.owner.strip() in unnamed:
-                    owner = a.owner.strip()
-            key = (owner.lower(), re.sub(r"\W+", " ", task.lower()).strip())
-            if key in seen:
-                continue
-            seen.add(key)
-            items.append(ActionItem(owner=owner, task=task, due=a.due))
-        return Minutes(
+            if owner == UNASSIGNED and a.owner.strip() in unnamed:
+                owner = a.owner.strip()  # "Speaker 2" stays a label, so readers can tell
+            a.owner = owner
+            items.append(a)
+        topics = [Topic(x.title.strip(), [p.strip() for p in x.points if p.strip()])
+                  for x in draft.topics if x.title.strip() or x.points]
+        points = list(draft.discussion_points)
+        if topics:
+            points = [f"{x.title}: {p}" if x.title else p for x in topics for p in x.points] or [
+                x.title for x in topics]
+        if self.stats.repaired:
+            self.repairs.append(f"{self.stats.repaired} of the model's answers needed their "
+                                "JSON repaired (code fences, trailing commas, cut off)")
+        m = Minutes(
             title=draft.title.strip() or "Meeting",
             date=facts.date,
             attendees=list(facts.attendees),
             summary=draft.summary.strip(),
-            discussion_points=draft.discussion_points,
-            decisions=draft.decisions,
+            discussion_points=points,
+            decisions=decisions,
             action_items=items,
             duration_s=facts.duration_s,
             speakers=list(facts.speakers),
+            decision_evidence=decision_quotes,
+            topics=topics,
         )
+        m.flags = quality_flags(m, t, self.repairs)
+        return m
+
+
+# Where action items come from (minutes.action_items), see LLMMinutesWriter.
+ACTION_SOURCES = ("checked", "model", "cues")
+
+# A decision's line must share this much of the decision's words (measured on the dev and
+# own meetings' decisions and their lines; see bench/minutes.py), or, when the model gave no
+# usable line, some sentence anywhere must share more.
+DECISION_SUPPORT = 0.3
+DECISION_SUPPORT_ANYWHERE = 0.5
+
+
+def _valid_as_given(answer: str) -> bool:
+    try:
+        json.loads(answer.strip())
+        return True
+    except ValueError:
+        return False

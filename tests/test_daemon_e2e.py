@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_notify import Listener
 
 from daemon.minutes.evidence import check_minutes
-from test_notify import Listener
 
 REPO = Path(__file__).resolve().parent.parent
 # The eval kit beside the checkout; MINUTESD_EVAL_DEV points elsewhere (e.g. from a worktree).

@@ -84,8 +84,7 @@ def main() -> int:
     from daemon.logs import configure_logging
     from daemon.minutes.evidence import check_minutes
     from daemon.output import write_minutes, write_transcript
-    from daemon.pipeline import Processor
-    from daemon.registry import build_hearer, build_writer
+    from daemon.registry import standard_processor
     from daemon.settings import load_settings
     from daemon.types import HearResult, MeetingInfo, SpeakerTranscript, StageTimes
 
@@ -101,16 +100,17 @@ def main() -> int:
     settings.speakers.profiles = out_root / "voices.sqlite"
     if settings.speakers.profiles.exists() and not args.reuse:
         settings.speakers.profiles.unlink()
+    fresh_profiles = not settings.speakers.profiles.exists()
     truths = {d: json.loads((d / "truth.json").read_text()) for d in meetings}
 
     t0 = time.perf_counter()
-    hearer = build_hearer(settings)  # its voice profiles name speakers on --reuse too
-    if args.enroll and hearer.voices is not None:
+    processor = standard_processor(settings)  # what the daemon runs
+    hearer, writer = processor.hearer, processor.writer
+    if args.enroll and fresh_profiles and hearer.voices is not None:
         for d, truth in truths.items():
             if truth.get("series") and (d / "voices").is_dir():
                 for clip in sorted((d / "voices").glob("*.wav")):
                     hearer.voices.enroll(clip.stem.replace("_", " "), [clip], hearer.diarizer)
-    writer = build_writer(settings)
     trace: list[dict] = []
     if args.trace:
         real_chat = writer.chat.chat
@@ -119,11 +119,10 @@ def main() -> int:
             answer = real_chat(messages, max_new_tokens, json_output=json_output,
                                on_token=on_token)
             trace.append({"system": messages[0].content[:60], "user": messages[-1].content,
-                          "answer": answer})
+                          "answer": answer, "stats": getattr(writer.chat, "last_stats", None)})
             return answer
 
         writer.chat.chat = traced
-    processor = Processor(settings, hearer, writer)
     load_s = time.perf_counter() - t0
 
     rows: list[dict] = []

@@ -30,7 +30,7 @@ from daemon.minutes.evidence import best_sentence, content_words, overlap, quote
 from daemon.minutes.owners import match_person
 from daemon.names import display_label
 from daemon.render import hms
-from daemon.types import ActionItem, Quote, SpeakerTranscript
+from daemon.types import ActionItem, SpeakerTranscript
 
 # --------------------------------------------------------------------------- candidates
 
@@ -54,10 +54,12 @@ class Candidate:
         return max(self.turns)
 
 
-def numbered_lines(t: SpeakerTranscript, lo: int = 0, hi: int | None = None) -> list[str]:
+def numbered_lines(t: SpeakerTranscript, lo: int = 0, hi: int | None = None,
+                   marked: set[int] | frozenset[int] = frozenset()) -> list[str]:
+    """"[12] Maria Lopez: ..." per segment; ``marked`` lines start with ">>"."""
     hi = len(t.segments) if hi is None else hi
-    return [f"[{i}] {display_label(t, t.segments[i].speaker)}: {t.segments[i].text}"
-            for i in range(lo, hi)]
+    return [f"{'>> ' if i in marked else ''}[{i}] {display_label(t, t.segments[i].speaker)}: "
+            f"{t.segments[i].text}" for i in range(lo, hi)]
 
 
 class Proposed(BaseModel):
@@ -191,8 +193,9 @@ class Judged(BaseModel):
 
 
 JUDGE_SYSTEM = """You check one possible action item for meeting minutes. You are shown an \
-excerpt of a meeting (each line starts with its number in brackets and the speaker) and the \
-line(s) to look at. Reply with one JSON object only, no prose:
+excerpt of a meeting: each line starts with its number in brackets and the speaker, and the \
+line(s) to look at are marked with >>. Judge only what is said in the marked lines and the \
+answers to them. Reply with one JSON object only, no prose:
 {"kind": "...", "owner": "...", "task": "...", "due": "...", "line": 0}
 "kind" is one of:
   "done": the speaker reports work that is already done or under way (past or present),
@@ -201,21 +204,21 @@ line(s) to look at. Reply with one JSON object only, no prose:
   "task": a person says they will do something, or is asked and agrees.
 For "task": "owner" is the person who will do it (if it is handed to someone else later in \
 the excerpt and they agree, that person); "task" is what they will do, as a short imperative \
-in the excerpt's own words; "due" is the deadline they mention, or null; "line" is the number \
-of the line where the owner says they will do it or agrees.
+in the marked lines' own words; "due" is the deadline said with it, or null; "line" is the \
+number of the line where the owner says they will do it or agrees.
 For the other kinds, "owner", "task", "due" and "line" are null.
 Use only what the excerpt says; keep names, numbers and dates as said."""
 
 
 def excerpt_bounds(t: SpeakerTranscript, c: Candidate, before: int = 2,
-                   after: int = 3) -> tuple[int, int]:
+                   after: int = 2) -> tuple[int, int]:
     return max(0, c.first - before), min(len(t.segments), c.last + after + 1)
 
 
 def judge_prompt(t: SpeakerTranscript, c: Candidate) -> str:
     lo, hi = excerpt_bounds(t, c)
     at = ", ".join(f"[{i}]" for i in c.turns)
-    return ("Excerpt:\n" + "\n".join(numbered_lines(t, lo, hi)) +
+    return ("Excerpt:\n" + "\n".join(numbered_lines(t, lo, hi, set(c.turns))) +
             f"\n\nThe line(s) to look at: {at}. Write the action item as the JSON object.")
 
 
@@ -236,9 +239,6 @@ def resolve(t: SpeakerTranscript, c: Candidate, j: Judged) -> ActionItem | None:
         return None
     lo, hi = excerpt_bounds(t, c)
     segs = t.segments
-    said = " ".join(segs[i].text for i in range(lo, hi))
-    if overlap(j.task, said) < TASK_SUPPORT:
-        return None  # the task's words are not what was said here: the model made it up
     owner = _speaker_of(t, j.owner)
     accept: int | None = None
     if owner is not None:
@@ -257,25 +257,29 @@ def resolve(t: SpeakerTranscript, c: Candidate, j: Judged) -> ActionItem | None:
             return None  # the model named nobody who speaks here: not supported
         owner = c.owner
         accept = next((i for i in c.turns if segs[i].speaker == owner), None)
-    turns_said = sorted({i for i in c.turns if lo <= i < hi} | {accept} - {None})
-    quotes: list[Quote] = []
+    # The evidence: the owner's own lines about it, and the ask they answered.
+    own = sorted({i for i in c.turns if segs[i].speaker == owner} | (
+        {accept} if accept is not None else set()))
+    asked = [i for i in c.turns if segs[i].speaker != owner and (accept is None or i < accept)]
+    evidence_turns = sorted(set(own) | ({asked[-1]} if asked else set()))
+    if not evidence_turns:
+        return None
+    said = " ".join(segs[i].text for i in evidence_turns)
+    if overlap(j.task, said) < TASK_SUPPORT:
+        return None  # the task is not what these lines say: the model read it elsewhere
     how = "took it on"
-    asker = None
-    for i in turns_said:
-        if segs[i].speaker != owner and i <= (accept if accept is not None else i):
-            asker = segs[i].speaker
-    if accept is not None and asker is not None:
+    if asked and accept is not None:
         how = "accepted"
     if c.owner is not None and owner != c.owner:
         how = "handed over"
-    for i in turns_said:
-        if accept is not None and i > accept and segs[i].speaker != owner:
-            continue  # what others said after the owner accepted is not this item's evidence
-        quotes.append(quote(t, i, best_sentence(t, i, (j.task or "") + " " + c.task_hint)))
+    quotes = [quote(t, i, best_sentence(t, i, (j.task or "") + " " + c.task_hint))
+              for i in evidence_turns]
     weak = accept is None  # e.g. "Sam will send it" and Sam never answers
     if weak:
         how = "model" if "cues" not in c.sources else how
-    return ActionItem(owner=display_label(t, owner), task=j.task, due=j.due, evidence=quotes,
+    due = j.due if j.due and overlap(j.due, said) > 0 or (j.due and j.due.lower() in
+                                                            said.lower()) else None
+    return ActionItem(owner=display_label(t, owner), task=j.task, due=due, evidence=quotes,
                       how=how, weak=weak)
 
 

@@ -8,6 +8,8 @@
 ``owners``     who an owner named by the model is (attendees only)
 ``cues``       sentences pointed out to the model (commitments, decisions)
 ``actions``    action items from commitments: who took on what
+``faithful``   names and numbers in the minutes that nobody said
+``quality``    the quality flags: what a reader should check
 =============  ===============================================================
 
 Rendering to markdown and HTML is in :mod:`daemon.render`.

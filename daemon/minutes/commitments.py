@@ -196,7 +196,7 @@ JUDGE_SYSTEM = """You check one possible action item for meeting minutes. You ar
 excerpt of a meeting: each line starts with its number in brackets and the speaker, and the \
 line(s) to look at are marked with >>. Judge only what is said in the marked lines and the \
 answers to them. Reply with one JSON object only, no prose:
-{"kind": "...", "owner": "...", "task": "...", "due": "...", "line": 0}
+{"kind": "...", "owner": "...", "task": "...", "due": "..."}
 "kind" is one of:
   "done": the speaker reports work that is already done or under way (past or present),
   "idea": a suggestion, wish, question or hypothetical that nobody takes on,
@@ -204,14 +204,13 @@ answers to them. Reply with one JSON object only, no prose:
   "task": a person says they will do something, or is asked and agrees.
 For "task": "owner" is the person who will do it (if it is handed to someone else later in \
 the excerpt and they agree, that person); "task" is what they will do, as a short imperative \
-in the marked lines' own words; "due" is the deadline said with it, or null; "line" is the \
-number of the line where the owner says they will do it or agrees.
-For the other kinds, "owner", "task", "due" and "line" are null.
+in the marked lines' own words; "due" is the deadline said with it, or null.
+For the other kinds, "owner", "task" and "due" are null.
 Use only what the excerpt says; keep names, numbers and dates as said."""
 
 
 def excerpt_bounds(t: SpeakerTranscript, c: Candidate, before: int = 2,
-                   after: int = 2) -> tuple[int, int]:
+                   after: int = 1) -> tuple[int, int]:
     return max(0, c.first - before), min(len(t.segments), c.last + after + 1)
 
 
@@ -265,7 +264,7 @@ def resolve(t: SpeakerTranscript, c: Candidate, j: Judged) -> ActionItem | None:
     if not evidence_turns:
         return None
     said = " ".join(segs[i].text for i in evidence_turns)
-    if overlap(j.task, said) < TASK_SUPPORT:
+    if not supported(j.task, said):
         return None  # the task is not what these lines say: the model read it elsewhere
     how = "took it on"
     if asked and accept is not None:
@@ -281,6 +280,19 @@ def resolve(t: SpeakerTranscript, c: Candidate, j: Judged) -> ActionItem | None:
                                                             said.lower()) else None
     return ActionItem(owner=display_label(t, owner), task=j.task, due=due, evidence=quotes,
                       how=how, weak=weak)
+
+
+def supported(task: str, said: str) -> bool:
+    return overlap(task, said) >= TASK_SUPPORT
+
+
+def evidence_text(t: SpeakerTranscript, c: Candidate) -> str:
+    return " ".join(t.segments[i].text for i in c.turns)
+
+
+RETRY_UNSUPPORTED = ("That task is not what the marked line(s) say. Write the task taken on "
+                     "in the marked line(s), in their words, as the JSON object, or the kind "
+                     "of what they say.")
 
 
 def _similar(a: str, b: str) -> bool:

@@ -30,15 +30,18 @@ from daemon.minutes.actions import task_cues
 from daemon.minutes.commitments import (
     FIND_SYSTEM,
     JUDGE_SYSTEM,
+    RETRY_UNSUPPORTED,
     Candidate,
     Judged,
     ProposedList,
+    evidence_text,
     find_prompt,
     follow_conversation,
     judge_prompt,
     merge_candidates,
     numbered_lines,
     resolve,
+    supported,
 )
 from daemon.minutes.cues import decision_hints
 from daemon.minutes.evidence import best_sentence, overlap, quote
@@ -315,6 +318,12 @@ class LLMMinutesWriter:
             got = self._ask(JUDGE_SYSTEM, judge_prompt(t, c), Judged,
                             max_new_tokens=min(200, self.max_new_tokens),
                             what="an action item")
+            if got.is_task and got.task and "cues" in c.sources and not supported(
+                    got.task, evidence_text(t, c)):
+                # one more look, told what was wrong, before the candidate is let go
+                got = self._ask(JUDGE_SYSTEM, judge_prompt(t, c) + "\n\n" + RETRY_UNSUPPORTED,
+                                Judged, max_new_tokens=min(200, self.max_new_tokens),
+                                what="an action item")
         except MinutesError:
             if "cues" not in c.sources:
                 return None

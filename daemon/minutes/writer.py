@@ -53,12 +53,7 @@ from daemon.minutes.prompts import (
     SCHEMA_HINT_NO_ACTIONS,
     SYSTEM_PROMPT_NO_ACTIONS,
 )
-
-try:  # TEMP until quality.py lands
-    from daemon.minutes.quality import quality_flags
-except ImportError:  # pragma: no cover
-    def quality_flags(m, t, r):
-        return []
+from daemon.minutes.quality import quality_flags
 from daemon.minutes.schema import UNASSIGNED, Decided, Draft, DraftDecision
 from daemon.names import display_label
 from daemon.protocols import ChatModel

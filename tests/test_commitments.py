@@ -206,3 +206,17 @@ def test_the_evidence_check_catches_what_is_wrong():
         assert check_minutes({"action_items": [item]}, t), item
     assert check_minutes({"action_items": [dict(bad_owner, weak=True)]}, t) == []  # marked
     assert check_minutes({"decisions": ["x"], "decision_evidence": []}, t)
+
+
+def test_the_model_naming_the_asker_does_not_move_the_task_off_who_accepted():
+    t = transcript([
+        ("S0", "Priya, could you send Martin the export guide?"),
+        ("S2", "Sure, I'll send it tomorrow."),
+        ("S1", "Perfect."),
+    ], NAMES)
+    # a small model often names the one who asked, or whoever speaks last
+    chat = RoutedChat(judge={0: {"kind": "task", "owner": "Martin Kowalski",
+                                 "task": "Send Martin the export guide", "due": "tomorrow"}})
+    m = LLMMinutesWriter(chat, action_items="cues").write(t, facts(t))
+    assert [(a.owner, a.how) for a in m.action_items] == [("Priya Shah", "accepted")]
+    assert [q.turn for q in m.action_items[0].evidence] == [0, 1]

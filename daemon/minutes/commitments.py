@@ -187,7 +187,7 @@ class Judged(BaseModel):
         """A task, unless the model said it is something else (a kind it was not offered,
         or none at all, counts by whether it wrote a task)."""
         k = (self.kind or "").lower()
-        if k in ("done", "idea", "refused", "question", "none"):
+        if k in ("done", "info", "idea", "refused", "question", "none"):
             return False
         return bool(self.task)
 
@@ -199,6 +199,8 @@ answers to them. Reply with one JSON object only, no prose:
 {"kind": "...", "owner": "...", "task": "...", "due": "..."}
 "kind" is one of:
   "done": the speaker reports work that is already done or under way (past or present),
+  "info": news, a fact, an opinion, or a plan of the whole group ("we will ...") that no one \
+person takes on,
   "idea": a suggestion, wish, question or hypothetical that nobody takes on,
   "refused": the person asked says no,
   "task": a person says they will do something, or is asked and agrees.
@@ -217,8 +219,12 @@ def excerpt_bounds(t: SpeakerTranscript, c: Candidate, before: int = 2,
 def judge_prompt(t: SpeakerTranscript, c: Candidate) -> str:
     lo, hi = excerpt_bounds(t, c)
     at = ", ".join(f"[{i}]" for i in c.turns)
+    who = ""
+    if c.owner is not None:  # the cue patterns know whose commitment it would be
+        who = f" {display_label(t, c.owner)} may have taken on a task there: what is it?"
     return ("Excerpt:\n" + "\n".join(numbered_lines(t, lo, hi, set(c.turns))) +
-            f"\n\nThe line(s) to look at: {at}. Write the action item as the JSON object.")
+            f"\n\nThe line(s) to look at: {at}.{who} Write the action item as the JSON "
+            "object.")
 
 
 # --------------------------------------------------------------------------- checking
@@ -241,11 +247,13 @@ def resolve(t: SpeakerTranscript, c: Candidate, j: Judged) -> ActionItem | None:
     owner = _speaker_of(t, j.owner)
     accept: int | None = None
     if owner is not None:
-        # Against the cue patterns' owner (the speaker of "I'll ...", the person asked), the
-        # model's other choice stands only if that person speaks after the cue: the task
-        # was handed on. (Small models often name the one who asked.)
-        since = c.first if c.owner in (None, owner) else c.last + 1
-        lines = [i for i in range(since, hi) if segs[i].speaker == owner]
+        # Against the cue patterns' owner (the speaker of "I'll ...", the person asked who
+        # answered) the model's other choice does not stand: small models often name the
+        # one who asked. A task handed on is the new owner's own candidate, joined to this
+        # one by follow_conversation().
+        if c.owner is not None and owner != c.owner:
+            owner = c.owner
+        lines = [i for i in range(c.first, hi) if segs[i].speaker == owner]
         if j.line is not None and j.line in lines:
             accept = j.line
         elif lines:
@@ -269,8 +277,6 @@ def resolve(t: SpeakerTranscript, c: Candidate, j: Judged) -> ActionItem | None:
     how = "took it on"
     if asked and accept is not None:
         how = "accepted"
-    if c.owner is not None and owner != c.owner:
-        how = "handed over"
     quotes = [quote(t, i, best_sentence(t, i, (j.task or "") + " " + c.task_hint))
               for i in evidence_turns]
     weak = accept is None  # e.g. "Sam will send it" and Sam never answers

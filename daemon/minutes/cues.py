@@ -12,7 +12,10 @@ from daemon.types import SpeakerTranscript
 _DECIDED = re.compile(
     r"(?<!are )(?<!did )(?<!have )(?<!should )(?<!do )"  # "are we deciding?" is a question
     r"\b(?:we(?:'re| are)? decid(?:e|ed|ing)|(?:it's|it is|that's) decided|we(?:'ve| have) "
-    r"decided|we(?:'ll| will) go with|the decision is|we agree(?:d)? (?:to|that|on))\b", re.I)
+    r"decided|we(?:'ll| will) go with|the decision is|we agree(?:d)? (?:to|that|on)|"
+    r"we(?:'re| are) (?:going with|parking|dropping|sticking with)|let's go with|"
+    r"(?:motion|resolution) (?:is )?(?:carried|passed|approved)|(?:that's|it's) settled|"
+    r"agreed,? then)\b", re.I)
 
 
 def decision_hints(t: SpeakerTranscript, limit: int = 20) -> list[str]:

@@ -58,7 +58,8 @@ DECIDE_SYSTEM = """You check one possible decision for meeting minutes. You are 
 excerpt of a meeting (each line starts with its number in brackets and the speaker) and a \
 statement. Reply with one JSON object only, no prose: {"kind": "..."}
 "kind" is one of:
+  "fact": news or a fact someone reports (someone joined, something happened),
   "proposal": someone suggests or asks it, but the group does not settle it in the excerpt,
   "task": one person says they will do something (an action item, not a decision),
   "other": it is not what the excerpt says,
-  "decision": the group settles it: they decide, agree, choose or approve it."""
+  "decision": the group settles it: they decide, agree, choose, approve or rule it out."""

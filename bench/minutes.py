@@ -72,6 +72,8 @@ def main() -> int:
     ap.add_argument("--enroll", action="store_true", help="enroll series members' voices/")
     ap.add_argument("--reuse", action="store_true", help="reuse OUT/NAME/heard.json")
     ap.add_argument("--only", action="append", default=[], help="only these meeting names")
+    ap.add_argument("--hear-only", action="store_true",
+                    help="only hear (and keep OUT/NAME/heard.json for --reuse); no LLM is loaded")
     ap.add_argument("--llm-model", default=None)
     ap.add_argument("--json", default=None, help="write the figures here too")
     ap.add_argument("--trace", action="store_true",
@@ -84,7 +86,8 @@ def main() -> int:
     from daemon.logs import configure_logging
     from daemon.minutes.evidence import check_minutes
     from daemon.output import write_minutes, write_transcript
-    from daemon.registry import standard_processor
+    from daemon.pipeline import Processor
+    from daemon.registry import build_hearer, standard_processor
     from daemon.settings import load_settings
     from daemon.types import HearResult, MeetingInfo, SpeakerTranscript, StageTimes
 
@@ -104,7 +107,10 @@ def main() -> int:
     truths = {d: json.loads((d / "truth.json").read_text()) for d in meetings}
 
     t0 = time.perf_counter()
-    processor = standard_processor(settings)  # what the daemon runs
+    if args.hear_only:
+        processor = Processor(settings, build_hearer(settings, voices=True), None)  # type: ignore
+    else:
+        processor = standard_processor(settings)  # what the daemon runs
     hearer, writer = processor.hearer, processor.writer
     if args.enroll and fresh_profiles and hearer.voices is not None:
         for d, truth in truths.items():
@@ -112,7 +118,7 @@ def main() -> int:
                 for clip in sorted((d / "voices").glob("*.wav")):
                     hearer.voices.enroll(clip.stem.replace("_", " "), [clip], hearer.diarizer)
     trace: list[dict] = []
-    if args.trace:
+    if args.trace and writer is not None:
         real_chat = writer.chat.chat
 
         def traced(messages, max_new_tokens, json_output=False, on_token=None):
@@ -154,6 +160,9 @@ def main() -> int:
             np.savez(voices_path, **heard.voices)
         processor.name_speakers(heard, info)
         transcript = heard.transcript
+        if args.hear_only:
+            print(f"{name}: heard in {hear_s or 0:.0f} s", flush=True)
+            continue
         t1 = time.perf_counter()
         writer.stats = type(writer.stats)()
         minutes, facts = processor.understand(transcript, recording(d), info)
@@ -181,6 +190,9 @@ def main() -> int:
               f" extra {score['action_items_extra']} decisions {score['decisions_found']}"
               f" names {score.get('speaker_name_acc')} evidence problems {len(problems)}"
               f" minutes {minutes_s:.0f} s", flush=True)
+
+    if args.hear_only:
+        return 0
 
     def total(key: str) -> tuple[int, int]:
         a = b = 0

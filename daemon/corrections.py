@@ -1,9 +1,9 @@
 """A person corrects a meeting's speakers once: ``minutesd speakers MEETING --set/--merge``.
 
 The archived meeting is re-rendered from its own JSON with the new names -- minutes (attendees,
-talk time, action-item owners, the names in the text), transcript, search index -- and its
-mirrors (Google Drive) are asked to bring their copies up to date in place (the same Docs,
-updated, never a second pair). A name a person sets or confirms is also a voice sample for
+talk time, action-item owners, who said each item's evidence, the names in the text and in
+the quality flags), transcript, search index -- and its mirrors (Google Drive) are asked to
+bring their copies up to date in place (the same Docs, updated, never a second pair). A name a person sets or confirms is also a voice sample for
 that person (:class:`VoiceLearner`, when voice profiles are on); a name set wrongly and then
 changed takes the wrong sample back.
 
@@ -24,11 +24,21 @@ from typing import Protocol
 from daemon.archive.base import ArchiveRecord
 from daemon.archive.local import LocalArchive, load_record
 from daemon.errors import EXIT_NO_MATCH, EXIT_OK, EXIT_USAGE, OperatorError
+from daemon.minutes.faithful import unsupported
+from daemon.minutes.quality import unnamed_speakers
 from daemon.render import hms
 from daemon.service.queue import DB_NAME, JobStore
 from daemon.settings import Settings
 from daemon.text import printable
-from daemon.types import Evidence, Speaker
+from daemon.types import (
+    Evidence,
+    Minutes,
+    QualityFlag,
+    Quote,
+    Speaker,
+    SpeakerTranscript,
+    Topic,
+)
 
 
 class CorrectionError(OperatorError):
@@ -145,6 +155,9 @@ def correct(rec: ArchiveRecord, set_names: list[tuple[str, str]] | None = None,
         for seg in t.segments:
             if seg.speaker == la:
                 seg.speaker = lb
+        for q in _quotes(m):
+            if q.speaker == la:
+                q.speaker = lb
         if sb.name is None and sa.name is not None:
             sb.name = sa.name
         sb.talk_time_s += sa.talk_time_s
@@ -186,9 +199,14 @@ def correct(rec: ArchiveRecord, set_names: list[tuple[str, str]] | None = None,
     m.summary = rename(m.summary)
     m.discussion_points = [rename(p) for p in m.discussion_points]
     m.decisions = [rename(d) for d in m.decisions]
+    m.topics = [Topic(rename(tp.title), [rename(x) for x in tp.points]) for tp in m.topics]
     for a in m.action_items:
         a.owner = renames.get(a.owner, rename(a.owner))
         a.task = rename(a.task)
+    names = {s.id: s.name for s in t.speakers}
+    for q in _quotes(m):  # who said the evidence: the speaker's name as it now is
+        q.name = names.get(q.speaker, q.name)
+    m.flags = _flags(m, t, rename)
     attendees = []
     for a in m.attendees:
         new = renames.get(a, a)
@@ -200,6 +218,30 @@ def correct(rec: ArchiveRecord, set_names: list[tuple[str, str]] | None = None,
             attendees.append(label)
     m.attendees = attendees
     return changes
+
+
+def _quotes(m: Minutes) -> list[Quote]:
+    """Every quote the minutes' items rest on (action items', decisions')."""
+    return [q for a in m.action_items for q in a.evidence] + [
+        q for qs in m.decision_evidence for q in qs]
+
+
+def _flags(m: Minutes, t: SpeakerTranscript, rename) -> list[QualityFlag]:
+    """The quality flags after a correction: those about unnamed speakers and about names
+    not in the transcript are made again (in their place: a name set may answer them), the
+    others say the new names."""
+    again = {"unnamed speaker": lambda: unnamed_speakers(t),
+             "not in transcript": lambda: unsupported(m, t)}
+    out: list[QualityFlag] = []
+    done: set[str] = set()
+    for f in m.flags:
+        if f.kind in again:
+            if f.kind not in done:
+                out += again[f.kind]()
+                done.add(f.kind)
+        else:
+            out.append(QualityFlag(f.kind, rename(f.message), f.start))
+    return out
 
 
 def _set(s: Speaker, name: str) -> None:

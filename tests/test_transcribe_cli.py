@@ -76,8 +76,10 @@ def test_words_and_speakers_are_right(transcribed):
 
 def test_readable_markdown(transcribed):
     out, truth, _ = transcribed
-    lines = [ln for ln in (out / "transcript.md").read_text().splitlines()
-             if ln.startswith("[")]
+    text = (out / "transcript.md").read_text()
+    assert re.search(r'^<a id="t-00-00-0\d"></a>\[00:00:0', text, re.M)  # minutes link here
+    text = re.sub(r'^<a id="t-\d\d-\d\d-\d\d"></a>', "", text, flags=re.M)
+    lines = [ln for ln in text.splitlines() if ln.startswith("[")]
     assert len(lines) >= len(truth)
     for ln in lines:
         assert re.match(r"^\[\d\d:\d\d:\d\d\] SPEAKER_\d\d: \S", ln), ln

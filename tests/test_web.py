@@ -24,12 +24,22 @@ from daemon.service.lifecycle import Service
 from daemon.service.queue import DB_NAME, JobStore
 from daemon.settings import DaemonSettings, Settings, WebSettings
 from daemon.testing import FakeProcessor
-from daemon.types import ActionItem, Minutes, Speaker, SpeakerSegment, SpeakerTranscript
+from daemon.types import (
+    ActionItem,
+    Minutes,
+    QualityFlag,
+    Quote,
+    Speaker,
+    SpeakerSegment,
+    SpeakerTranscript,
+    Topic,
+)
 from daemon.web.app import build_app
 from daemon.web.guard import SESSION_COOKIE, Guard, WebRefused, check_bind, owned_file
 from daemon.web.views import Site
 
 TOKEN = "a-long-secret-token-1234"
+REPO_WEB = Path(__file__).resolve().parent.parent / "daemon" / "web"
 
 
 def record(i: int, title: str = "Budget review") -> ArchiveRecord:
@@ -319,6 +329,37 @@ def test_set_name_does_what_minutesd_speakers_set_does(site, tmp_path, capsys):
     assert '<span id="date-source">(from the recording&#39;s tags)</span>' in body.decode()
     assert json.loads((fa / "minutes.json").read_text())["date_source"] == "recording tags"
     assert "10:00 (from the recording's tags)" in (fa / "minutes.md").read_text()
+
+
+def test_the_meeting_page_plays_each_items_evidence_and_says_what_to_check(site):
+    rec = record(40, "Evidence")
+    q = Quote(1, 4.5, "SPEAKER_01", "I will order them by Friday.")
+    rec.minutes.action_items = [ActionItem("Speaker 2", "Order the seeds", "Friday", [q],
+                                           "model", weak=True)]
+    rec.minutes.decisions = ["Seeds are ordered."]
+    rec.minutes.decision_evidence = [[Quote(0, 0.0, "SPEAKER_00", "We need to order the seeds.")]]
+    rec.minutes.topics = [Topic("Garden", ["Seeds <b>now</b>"])]
+    rec.minutes.flags = [QualityFlag("unnamed speaker", "Speaker 2 (0:04 of speech) is not "
+                                     "named", 4.5), QualityFlag("model repair", "Repaired")]
+    a = LocalArchive.from_settings(site.settings)
+    a.store(rec)
+    a.close()
+    st, _, body = call(build_app(site, Guard(None)), "GET", f"/meeting/{rec.key}")
+    html = body.decode()
+    assert st == 200
+    # a time link like the transcript's (app.js makes every a.t play the recording there)
+    link = '<a href="#t=4.5" class="t ev" data-t="4.5">00:00:04</a>'
+    assert f"<b>Speaker 2</b>: Order the seeds (Friday) {link}" in html
+    assert '<i class="check">check: only the model says who owns it</i>' in html
+    assert 'Seeds are ordered. <a href="#t=0.0" class="t ev" data-t="0.0">00:00:00</a>' in html
+    assert "<h4>Garden</h4><ul><li>Seeds &lt;b&gt;now&lt;/b&gt;</li>" in html
+    flags = html.split('<ul id="flags">')[1].split("</ul>")[0]
+    assert ('<li data-kind="unnamed speaker">Speaker 2 (0:04 of speech) is not named '
+            '<a href="#t=4.5" class="t" data-t="4.5">00:00:04</a></li>') in flags
+    assert '<li data-kind="model repair">Repaired</li>' in flags
+    assert 'querySelectorAll("a.t")' in (REPO_WEB / "static" / "app.js").read_text()
+    st, _, body = call(build_app(site, Guard(None)), "GET", f"/meeting/{record(1).key}")
+    assert "Check these" not in body.decode() and 'class="t ev"' not in body.decode()
 
 
 # ------------------------------------------------------------------ live hub, command

@@ -23,7 +23,7 @@ from daemon import facts, registry
 from daemon.archive.local import LocalArchive, load_record
 from daemon.audio import probe_duration
 from daemon.corrections import CorrectionError, apply, display, rows
-from daemon.render import DATE_FROM, hms
+from daemon.render import DATE_FROM, hms, weak_note
 from daemon.service.queue import DB_NAME, JobStore
 from daemon.service.steps import BY_NAME
 from daemon.settings import Settings
@@ -208,7 +208,16 @@ class Site:
         names = {s.id: display(rec, s.id) for s in rec.transcript.speakers}
         segs = [{"t": round(s.start, 2), "at": hms(s.start), "who": names.get(s.speaker, s.speaker),
                  "label": s.speaker, "text": s.text} for s in rec.transcript.segments]
-        return {"key": key, "rec": rec, "m": rec.minutes, "segments": segs,
+        m = rec.minutes
+        return {"key": key, "rec": rec, "m": m, "segments": segs,
+                "actions": [{"a": a, "at": _at(a.evidence), "check": weak_note(a) if a.weak
+                             else None} for a in m.action_items],
+                "decisions": [{"text": d, "at": _at(m.decision_evidence[i]
+                                                    if i < len(m.decision_evidence) else [])}
+                              for i, d in enumerate(m.decisions)],
+                "flags": [{"kind": f.kind, "message": f.message,
+                           "at": None if f.start is None else _time(f.start)}
+                          for f in m.flags],
                 "date_from": DATE_FROM.get(rec.minutes.date_source),
                 "recording": self.recording(key) is not None,
                 "minutes_md": _read(folder / "minutes.md")}
@@ -260,6 +269,16 @@ class Site:
         if queued:
             said.append(f"{queued} mirror update(s) queued")
         return said + learned
+
+
+def _time(start: float) -> dict[str, Any]:
+    """A time link's data: seconds for the player, and as shown."""
+    return {"t": round(start, 2), "shown": hms(start)}
+
+
+def _at(quotes) -> dict[str, Any] | None:
+    """Where an item's evidence starts (its first quote), for a link that plays it."""
+    return _time(quotes[0].start) if quotes else None
 
 
 def _evidence(e) -> str:

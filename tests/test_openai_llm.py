@@ -586,10 +586,12 @@ def test_count_tokens_leans_high_against_real_tokenizers():
 def test_minutes_writer_over_the_backend(api):
     from daemon.minutes.writer import LLMMinutesWriter
 
+    # One scripted answer serves both questions: the minutes draft reads title, summary and
+    # topics; the judge of the one candidate ("I will order the seeds") reads kind to due.
     api.answer = json.dumps({
         "title": "Garden project", "summary": "Planning the spring garden.",
-        "discussion_points": ["budget"], "decisions": ["spend 2000 dollars"],
-        "action_items": [{"owner": "Ana", "task": "order the seeds", "due": "Friday"}],
+        "topics": [{"title": "Budget", "points": ["seeds"]}], "decisions": [],
+        "kind": "task", "owner": "Ana", "task": "order the seeds", "due": "Friday",
     })
     t = SpeakerTranscript(
         duration_s=6.0, speakers=[Speaker("SPEAKER_00", "Ana", 6.0)],
@@ -599,15 +601,19 @@ def test_minutes_writer_over_the_backend(api):
                          speakers=t.speakers)
     sink = Sink(api)
     writer = LLMMinutesWriter(OpenAIChat(settings(api.base_url)), max_new_tokens=256,
-                              on_token=sink, action_items="model")  # one scripted answer
+                              on_token=sink, action_items="cues")
     minutes = writer.write(t, facts)
     assert minutes.title == "Garden project"
-    assert [(a.owner, a.task) for a in minutes.action_items] == [("Ana", "order the seeds")]
-    (b,) = api.bodies
-    assert b["response_format"] == {"type": "json_object"} and b["stream"] is True
-    assert "".join(sink.pieces) == api.answer
-    assert writer.stats.prompt_tokens == sum(len(m["content"].split()) for m in b["messages"])
-    assert writer.stats.new_tokens == len(api.answer.split())
+    assert [(a.owner, a.task, a.due) for a in minutes.action_items] == [
+        ("Ana", "order the seeds", "Friday")]
+    assert minutes.action_items[0].evidence[0].text == "I will order the seeds by Friday."
+    assert len(api.bodies) == 2  # the draft, and the judge of the one candidate
+    for b in api.bodies:
+        assert b["response_format"] == {"type": "json_object"} and b["stream"] is True
+    assert "".join(sink.pieces) == api.answer * 2
+    assert writer.stats.prompt_tokens == sum(len(m["content"].split())
+                                             for b in api.bodies for m in b["messages"])
+    assert writer.stats.new_tokens == 2 * len(api.answer.split())
 
 
 # --------------------------------------------------------------------------- a real server

@@ -119,3 +119,9 @@ def test_each_cue_is_judged_by_the_model_and_checked_against_the_transcript():
     assert any("no valid answer" in r for r in w.repairs)
     assert "action_items" not in chat.calls[0][0].content  # the minutes call does not ask
     assert m.decisions == ["Close the reading room in April"]
+
+
+def test_checking_the_line_is_not_a_request():
+    t = transcript([("S0", "Can you all hear me?"), ("S1", "Yes, loud and clear.")],
+                   {"S0": "Maria Lopez"})
+    assert find_commitments(t) == []

@@ -32,7 +32,8 @@ _TRIVIAL = re.compile(
     r"^(?:be\b|stay\b|see you|start\b|begin\b|stop\b|say\b|tell you\b|keep (?:it|this) short|"
     r"hand (?:it )?(?:over|back)|pass (?:it )?(?:over|on)|let you\b|try to be brief|"
     r"take (?:a|that) question|just say|leave it there|wrap up|go first|admit|bet\b|"
-    r"answer that|repeat that|get started)", re.I)
+    r"answer that|repeat that|get started|chair\b|take the chair|ask (?:you|everyone|everybody|"
+    r"people|the room) (?:to|for|if|whether)|keep (?:this|it) brief|move on)", re.I)
 _SELF = re.compile(
     r"\b(?:I(?:'ll| will| shall|'m going to| am going to|'d like to| would like to| can take| "
     r"can do| will take| volunteer to| plan to| can get| can have| can send| could take| "
@@ -50,6 +51,9 @@ _ASK_NAMED = re.compile(
 _ASK_END_NAMED = re.compile(r"^(?:(?:can|could|would|will) you|please)\b(.{4,}?),\s*([A-Z][a-z]+)\s*[?.!]*$",
                             re.I)
 _ASK_OPEN = re.compile(r"^(?:(?:can|could|would|will) you|please)\b\s*(.{4,})", re.I)
+# "Can you all hear me?" answered "Yes": a check of the line, not a task.
+_ASK_TRIVIAL = re.compile(r"^(?:can|could) you (?:all |both )?(?:hear|see) (?:me|us|my|the screen)"
+                          r"|^(?:can|could) you repeat|^(?:can|could) you say that again", re.I)
 _ACCEPT = re.compile(
     r"^(?:yes|yeah|yep|sure|ok(?:ay)?|of course|will do|absolutely|definitely|understood|"
     r"no problem|happy to|sounds good|on it|i can|i will|i'll|consider it done)\b", re.I)
@@ -117,6 +121,8 @@ def find_commitments(t: SpeakerTranscript) -> list[Commitment]:
                 owner = _speaker_named(t, m.group(2))
                 if owner and owner != seg.speaker:
                     out.append(Commitment(owner, i, sent, "asked"))
+                continue
+            if _ASK_TRIVIAL.match(sent):
                 continue
             if _ASK_OPEN.match(sent) and k == len(sents) - 1 and next_i is not None:
                 pending_open = (i, sent)

@@ -182,12 +182,15 @@ class Judged(BaseModel):
         except ValueError:
             return None
 
-    @property
-    def is_task(self) -> bool:
+    def is_task(self, cued: bool = False) -> bool:
         """A task, unless the model said it is something else (a kind it was not offered,
-        or none at all, counts by whether it wrote a task)."""
+        or none at all, counts by whether it wrote a task). "info" with a task written out
+        stands where the cue patterns found a commitment: small models call a plain "I'll
+        set up the call" news about as often as they call news a task."""
         k = (self.kind or "").lower()
-        if k in ("done", "info", "idea", "refused", "question", "none"):
+        if k in ("done", "idea", "refused", "question", "none"):
+            return False
+        if k == "info" and not cued:
             return False
         return bool(self.task)
 
@@ -240,7 +243,7 @@ def resolve(t: SpeakerTranscript, c: Candidate, j: Judged) -> ActionItem | None:
     The owner must speak in the excerpt at or after the candidate's first line (saying they
     will, or answering the ask); the evidence is their line and the line that asked them.
     """
-    if not j.is_task or not j.task:
+    if not j.is_task(cued="cues" in c.sources) or not j.task:
         return None
     lo, hi = excerpt_bounds(t, c)
     segs = t.segments

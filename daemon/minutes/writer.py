@@ -313,7 +313,7 @@ class LLMMinutesWriter:
             got = self._ask(JUDGE_SYSTEM, judge_prompt(t, c), Judged,
                             max_new_tokens=min(200, self.max_new_tokens),
                             what="an action item")
-            if got.is_task and got.task and "cues" in c.sources and not supported(
+            if got.is_task(cued=True) and "cues" in c.sources and not supported(
                     got.task, evidence_text(t, c)):
                 # one more look, told what was wrong, before the candidate is let go
                 got = self._ask(JUDGE_SYSTEM, judge_prompt(t, c) + "\n\n" + RETRY_UNSUPPORTED,

@@ -33,6 +33,7 @@ similarity and profile, "words" with what was said, "roster" for the one speaker
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -106,8 +107,26 @@ def _canon(token: str, roster: list[str]) -> str | None:
         # A short form of one roster name only: "Sam" for Samuel, "Ken" for Kenji.
         short = [full for full in roster
                  if len(t) >= 3 and any(p.lower().startswith(t) for p in full.split())]
-        return short[0] if len(short) == 1 else None
+        if len(short) == 1:
+            return short[0]
+        if short:
+            return None
+        return _heard_as(t, roster)
     return token.capitalize()
+
+
+# How alike a spoken word and a roster name must be to be taken as that name misheard
+# ("Range" for Grange, "Reed" for Reid, "Linvist" for Lindqvist: Whisper spells names it does
+# not know by their sound). difflib's ratio; only words of 4+ letters, one roster name only.
+HEARD_AS = 0.8
+
+
+def _heard_as(t: str, roster: list[str]) -> str | None:
+    if len(t) < 4:
+        return None
+    hits = {full for full in roster for p in full.split()
+            if len(p) >= 4 and difflib.SequenceMatcher(None, t, p.lower()).ratio() >= HEARD_AS}
+    return next(iter(hits)) if len(hits) == 1 else None
 
 
 def _clock(seconds: float) -> str:

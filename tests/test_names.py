@@ -146,3 +146,14 @@ def test_introducing_someone_else_is_not_a_self_introduction():
     # on a call, "Hi, this is Daniel" still introduces the speaker
     t2 = SpeakerTranscript(5, [Speaker("D")], [SpeakerSegment(0, 4, "D", "Hi, this is Daniel.")])
     assert assign_names(t2, roster)[0] == {"D": "Daniel Reyes"}
+
+
+def test_a_roster_name_whisper_misspelled_is_still_that_person():
+    from daemon.names import _canon
+
+    roster = ["Philippa Grange", "Marcus Reid", "Nora Lindqvist", "Mark Reed"]
+    assert _canon("Range", roster) == "Philippa Grange"   # "Mr. Range" for Grange
+    assert _canon("Linvist", roster) == "Nora Lindqvist"
+    assert _canon("Reed", roster) == "Mark Reed"  # the exact name wins over a near one
+    assert _canon("Reyd", roster) is None  # Reid or Reed: not guessed
+    assert _canon("Table", roster) is None

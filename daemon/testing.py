@@ -140,7 +140,7 @@ class EchoChat:
 
     def chat(self, messages, max_new_tokens, json_output=False, on_token=None) -> str:
         user = messages[-1].content if messages else ""
-        said = re.findall(r"^\[\d\d:\d\d:\d\d\] [^:]+: (.+)$", user, flags=re.M)
+        said = re.findall(r"^(?:>> )?\[\d+(?::\d\d:\d\d)?\] [^:]+: (.+)$", user, flags=re.M)
         if not said:  # a merge of part notes
             said = re.findall(r'"summary": "([^"]+)"', user)
         title = " ".join(" ".join(said[:1]).split()[:6]).rstrip(".,") or "Meeting"

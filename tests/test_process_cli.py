@@ -49,6 +49,24 @@ def test_the_request_and_its_acceptance_become_one_item_owned_by_who_accepted(pr
     assert "- [ ] Speaker 2 — " in md
 
 
+def test_every_item_rests_on_what_was_said(processed):
+    """The real model's items and decisions carry evidence that checks out: each quote is in
+    its segment, said by that speaker, and the owner said one of them."""
+    from daemon.minutes.evidence import check_minutes
+
+    out, _ = processed
+    m = json.loads((out / "minutes.json").read_text())
+    t = json.loads((out / "transcript.json").read_text())
+    assert m["action_items"] and all(a["evidence"] for a in m["action_items"])
+    assert check_minutes(m, t) == []
+    # every time link in the minutes lands on an anchor of transcript.md
+    import re
+
+    targets = re.findall(r"\(transcript\.md#(t-\d\d-\d\d-\d\d)", (out / "minutes.md").read_text())
+    anchors = set(re.findall(r'id="(t-\d\d-\d\d-\d\d)"', (out / "transcript.md").read_text()))
+    assert targets and set(targets) <= anchors, (targets, sorted(anchors)[:5])
+
+
 def test_progress_and_llm_speed_are_reported(processed):
     _, proc = processed
     assert "minutes written" in proc.stderr and "llm_tok_per_s" in proc.stderr

@@ -141,6 +141,15 @@ def test_long_transcripts_are_summarised_in_parts_and_merged():
         assert sum(chat.count_tokens(x.content) for x in msgs) + 300 <= 1200
     assert "Maria writes the board memo" in m.decisions  # restored after the merge
     assert [q[0].turn for q in m.decision_evidence] == [3, 30]
+    assert [x.title for x in m.topics] == ["Electrical"]
+    # a merge that comes back without topics keeps the parts' topics, and says so
+    lost = dict(merged, topics=[])
+    chat = ScriptedChat([json.dumps(part1), json.dumps(part1), json.dumps(part2),
+                         json.dumps(lost)], context_tokens=1200)
+    w = W(chat, max_new_tokens=300)
+    m = w.write(t, facts)
+    assert [(x.title, x.points) for x in m.topics] == [("Electrical", ["Electrical costs"])]
+    assert any("without topics" in r for r in w.repairs)
 
 
 def test_match_person():

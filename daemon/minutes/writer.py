@@ -54,7 +54,7 @@ from daemon.minutes.prompts import (
     SYSTEM_PROMPT_NO_ACTIONS,
 )
 from daemon.minutes.quality import quality_flags
-from daemon.minutes.schema import UNASSIGNED, Decided, Draft, DraftDecision
+from daemon.minutes.schema import UNASSIGNED, Decided, Draft, DraftDecision, DraftTopic
 from daemon.names import display_label
 from daemon.protocols import ChatModel
 from daemon.render import hms
@@ -225,6 +225,18 @@ class LLMMinutesWriter:
                                  self._reduce(parts[half:], names, system)], names, system)
         merged = self._ask(merge_system, "\n\n".join(
             f"Notes on part {i}:\n{d}" for i, d in enumerate(docs, 1)), what="the merged minutes")
+        # A merge cut short (small models loop on long lists) loses the topics: the parts'
+        # topics stand in, one per title, in meeting order.
+        if not merged.topics:
+            by_title: dict[str, list[str]] = {}
+            for p in parts:
+                for tp in p.topics:
+                    points = by_title.setdefault(tp.title.strip() or "Other", [])
+                    points += [x for x in tp.points if x not in points]
+            merged.topics = [DraftTopic(title=k, points=v[:6]) for k, v in by_title.items()][:8]
+            if merged.topics:
+                self.repairs.append("the merged minutes came back without topics; the topics "
+                                    "of each part are listed instead")
         # The merge must not lose decisions the parts found: add back any it dropped.
         seen = {d.line for d in merged.decisions if d.line is not None}
         for p in parts:

@@ -165,7 +165,12 @@ def main() -> int:
             continue
         t1 = time.perf_counter()
         writer.stats = type(writer.stats)()
-        minutes, facts = processor.understand(transcript, recording(d), info)
+        try:
+            minutes, facts = processor.understand(transcript, recording(d), info)
+        except Exception as exc:  # one meeting's failure is a figure, not the end of the run
+            print(f"{name}: FAILED: {type(exc).__name__}: {exc}", flush=True)
+            rows.append({"meeting": name, "failed": f"{type(exc).__name__}: {exc}"})
+            continue
         minutes_s = time.perf_counter() - t1
         if args.trace:
             (out / "llm.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n"
@@ -193,6 +198,13 @@ def main() -> int:
 
     if args.hear_only:
         return 0
+
+    failed = [r for r in rows if "failed" in r]
+    rows = [r for r in rows if "failed" not in r]
+    for r in failed:
+        print(f"FAILED {r['meeting']}: {r['failed']}")
+    if not rows:
+        return 1
 
     def total(key: str) -> tuple[int, int]:
         a = b = 0
@@ -232,7 +244,7 @@ def main() -> int:
           f"{ratio(summary['decisions_found'])} | {ratio(summary['attendees_found'])} | "
           f"{summary['evidence_problems']} problems | | {summary['minutes_s_total']:.0f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary,
+        Path(args.json).write_text(json.dumps({"rows": rows, "failed": failed, "summary": summary,
                                                "llm": settings.llm.model}, indent=1))
     return 0
 

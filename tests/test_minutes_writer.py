@@ -112,9 +112,20 @@ def test_invalid_json_is_retried_with_the_error_then_fails_clearly():
     assert m.title == GOOD["title"] and len(chat.calls) == 2
     assert "not valid" in chat.calls[1][-1].content
     assert any("asked again" in r for r in w.repairs)  # and the minutes say so
+    # never valid: the title and summary are asked alone; never valid either: no summary,
+    # and the minutes say so (the items are asked separately and still come)
+    w = W(ScriptedChat(["no json here", "{ still broken", '{"title": "Sync", "summary": "ok"}']),
+          max_attempts=2)
+    m = w.write(t, facts)
+    assert (m.title, m.summary) == ("Sync", "ok")
+    assert any("asked for alone" in r for r in w.repairs)
+    w = W(ScriptedChat(["no json", "{ broken", "nope", "{ no"]), max_attempts=2)
+    m = w.write(t, facts)
+    assert m.title == "Meeting" and m.summary == ""
+    assert any("no valid summary" in r for r in w.repairs)
+    assert any(f.kind == "model repair" and "no valid summary" in f.message for f in m.flags)
     with pytest.raises(MinutesError, match="after 2 attempts"):
-        W(ScriptedChat(["no json here", "{ still broken"]), max_attempts=2).write(
-            t, facts)
+        W(ScriptedChat(["x", "y"]), max_attempts=2)._ask("system", "user")
 
 
 def test_repair_of_common_defects():

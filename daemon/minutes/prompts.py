@@ -17,6 +17,11 @@ SCHEMA_HINT_NO_ACTIONS = """{
   "topics": [{"title": "a subject the meeting discussed", "points": ["one line per point made about it"]}]
 }"""
 
+SCHEMA_HINT_PLAIN = """{
+  "title": "short title of the meeting",
+  "summary": "3-5 sentences: purpose, main outcomes"
+}"""
+
 SYSTEM_PROMPT = """You are a meticulous meeting secretary. From a meeting transcript you write \
 accurate, concise minutes.
 Rules:

@@ -51,6 +51,7 @@ from daemon.minutes.prompts import (
     DECIDE_SYSTEM,
     MERGE_PROMPT,
     SCHEMA_HINT_NO_ACTIONS,
+    SCHEMA_HINT_PLAIN,
     SYSTEM_PROMPT_NO_ACTIONS,
 )
 from daemon.minutes.quality import quality_flags
@@ -204,7 +205,11 @@ class LLMMinutesWriter:
         chunks = self._chunks(t, self._budget(system) - self.chat.count_tokens(header + footer))
         self.stats.chunks = len(chunks)
         if len(chunks) == 1:
-            return self._ask(system, header + "\n".join(numbered_lines(t)) + footer)
+            text = header + "\n".join(numbered_lines(t)) + footer
+            try:
+                return self._ask(system, text)
+            except MinutesError as exc:
+                return self._plain_draft(text, names, exc)
         # Map: notes per part. Reduce: merge the notes (recursively if they are long too).
         parts = []
         for i, (lo, hi) in enumerate(chunks, 1):
@@ -214,6 +219,23 @@ class LLMMinutesWriter:
             parts.append(self._ask(system, part_header + "\n".join(numbered_lines(t, lo, hi)),
                                    what=f"part {i} of the minutes"))
         return self._reduce(parts, names, system)
+
+    def _plain_draft(self, text: str, names: str, exc: MinutesError) -> Draft:
+        """When the full draft never comes back as valid JSON: ask for the title and summary
+        alone; failing that too, no summary. The action items and the rest still come (they
+        are asked separately) and the minutes say what happened, rather than the whole
+        recording failing for the want of a summary."""
+        system = SYSTEM_PROMPT_NO_ACTIONS.format(schema=SCHEMA_HINT_PLAIN, names=names)
+        try:
+            got = self._ask(system, text, what="the summary")
+            self.repairs.append("the model's minutes draft was not valid JSON after "
+                                f"{self.max_attempts} attempts ({exc}); the title and summary "
+                                "were asked for alone, so there are no topics or decisions")
+            return got
+        except MinutesError as again:
+            self.repairs.append(f"the model gave no valid summary ({again}): the minutes "
+                                "have no summary, topics or decisions; check the transcript")
+            return Draft()
 
     def _reduce(self, parts: list[Draft], names: str, system: str) -> Draft:
         merge_system = MERGE_PROMPT.format(schema=SCHEMA_HINT_NO_ACTIONS, names=names)

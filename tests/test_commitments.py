@@ -11,22 +11,15 @@ from __future__ import annotations
 import json
 import re
 
+from test_actions import transcript
+
 from daemon.minutes.commitments import FIND_SYSTEM, JUDGE_SYSTEM
 from daemon.minutes.evidence import check_minutes
 from daemon.minutes.prompts import DECIDE_SYSTEM
 from daemon.minutes.writer import LLMMinutesWriter
-from daemon.types import MeetingFacts, Speaker, SpeakerSegment, SpeakerTranscript
+from daemon.types import MeetingFacts
 
 DRAFT = {"title": "Check-in", "summary": "A check-in.", "topics": [], "decisions": []}
-
-
-def transcript(turns, names):
-    segs, t = [], 0.0
-    for spk, text in turns:
-        segs.append(SpeakerSegment(t, t + 5, spk, text))
-        t += 6
-    order = list(dict.fromkeys(s for s, _ in turns))
-    return SpeakerTranscript(t, [Speaker(s, names.get(s), 5.0) for s in order], segs)
 
 
 def facts(t):

@@ -91,7 +91,7 @@ def _content(text: str) -> set[str]:
     return {w for w in re.findall(r"[a-z]{4,}", text.lower()) if w not in _STOP}
 
 
-def _speaker_named(t: SpeakerTranscript, name: str) -> str | None:
+def speaker_named(t: SpeakerTranscript, name: str) -> str | None:
     """The speaker a spoken name refers to (name, surname or a short form), if just one."""
     person = match_person(name, [s.name for s in t.speakers if s.name])
     return next((s.id for s in t.speakers if person and s.name == person), None)
@@ -111,14 +111,14 @@ def find_commitments(t: SpeakerTranscript) -> list[Commitment]:
                 out.append(Commitment(seg.speaker, j, sent, "asked"))
         for k, sent in enumerate(sents):
             if m := _ASK_NAMED.search(sent):
-                owner = _speaker_named(t, m.group(1))
+                owner = speaker_named(t, m.group(1))
                 if owner is None and next_i is not None:  # the person addressed answers
                     owner = segs[next_i].speaker
                 if owner and owner != seg.speaker:
                     out.append(Commitment(owner, i, sent, "asked"))
                 continue
             if m := _ASK_END_NAMED.match(sent):
-                owner = _speaker_named(t, m.group(2))
+                owner = speaker_named(t, m.group(2))
                 if owner and owner != seg.speaker:
                     out.append(Commitment(owner, i, sent, "asked"))
                 continue
@@ -136,7 +136,7 @@ def find_commitments(t: SpeakerTranscript) -> list[Commitment]:
                 out.append(Commitment(seg.speaker, i, sent, "self"))
                 continue
             if m := _THIRD.search(sent):
-                owner = _speaker_named(t, m.group(1))
+                owner = speaker_named(t, m.group(1))
                 if owner and owner != seg.speaker:
                     out.append(Commitment(owner, i, sent, "third"))
     return out

@@ -20,16 +20,13 @@ a time, and let the pipeline, not the model, check who owns it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, field_validator
 
-from daemon.minutes.actions import TaskCue
+from daemon.minutes.actions import TaskCue, speaker_named
 from daemon.minutes.evidence import best_sentence, content_words, overlap, quote
-from daemon.minutes.owners import match_person
 from daemon.names import display_label
-from daemon.render import hms
 from daemon.types import ActionItem, SpeakerTranscript
 
 # --------------------------------------------------------------------------- candidates
@@ -149,8 +146,7 @@ def _speaker_of(t: SpeakerTranscript, who: str | None) -> str | None:
     for s in t.speakers:
         if w.lower() in (s.id.lower(), display_label(t, s.id).lower()):
             return s.id
-    person = match_person(w, [s.name for s in t.speakers if s.name])
-    return next((s.id for s in t.speakers if person and s.name == person), None)
+    return speaker_named(t, w)
 
 
 # --------------------------------------------------------------------------- judging
@@ -353,10 +349,3 @@ def _absorb(into: ActionItem, other: ActionItem) -> None:
         into.task = other.task
     into.due = into.due or other.due
     into.weak = into.weak and other.weak
-
-
-def describe(c: Candidate, t: SpeakerTranscript) -> str:
-    return f"{hms(t.segments[c.first].start)} ({'+'.join(sorted(c.sources))})"
-
-
-Ask = Callable[[str, str, type[BaseModel], int], BaseModel]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 
-from daemon.names import display_label
 from daemon.text import split_sentences
 from daemon.types import Quote, SpeakerTranscript
 
@@ -53,10 +52,6 @@ def best_sentence(t: SpeakerTranscript, turn: int, about: str) -> str:
     """The sentence of segment ``turn`` that shares most words with ``about``."""
     sents = split_sentences(t.segments[turn].text) or [t.segments[turn].text]
     return max(sents, key=lambda s: (overlap(about, s), -sents.index(s)))
-
-
-def speaker_label(t: SpeakerTranscript, speaker: str) -> str:
-    return display_label(t, speaker)
 
 
 # --------------------------------------------------------------------------- the check

@@ -8,24 +8,6 @@ from pydantic import BaseModel, Field, field_validator
 UNASSIGNED = "unassigned"
 
 
-class DraftAction(BaseModel):
-    owner: str = UNASSIGNED
-    task: str
-    due: str | None = None
-
-    @field_validator("owner", mode="before")
-    @classmethod
-    def _owner(cls, v):
-        return UNASSIGNED if v in (None, "", "null", "None") else str(v)
-
-    @field_validator("due", mode="before")
-    @classmethod
-    def _due(cls, v):
-        if v in (None, "", "null", "None", "none", "N/A", "n/a", "unspecified", "not specified"):
-            return None
-        return str(v)
-
-
 class DraftDecision(BaseModel):
     """A decision as the model wrote it, with the transcript line it points at (if any)."""
 
@@ -60,7 +42,6 @@ class Draft(BaseModel):
     discussion_points: list[str] = Field(default_factory=list)
     topics: list[DraftTopic] = Field(default_factory=list)
     decisions: list[DraftDecision] = Field(default_factory=list)
-    action_items: list[DraftAction] = Field(default_factory=list)
 
     @field_validator("summary", "title", mode="before")
     @classmethod

@@ -239,7 +239,7 @@ class LLMMinutesWriter:
 
     def _reduce(self, parts: list[Draft], names: str, system: str) -> Draft:
         merge_system = MERGE_PROMPT.format(schema=SCHEMA_HINT_NO_ACTIONS, names=names)
-        docs = [json.dumps(p.model_dump(exclude={"action_items", "discussion_points"}),
+        docs = [json.dumps(p.model_dump(exclude={"discussion_points"}),
                            ensure_ascii=False) for p in parts]
         if sum(self.chat.count_tokens(d) for d in docs) > self._budget(system) and len(parts) > 1:
             half = len(parts) // 2

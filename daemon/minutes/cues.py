@@ -1,5 +1,6 @@
-"""Sentences pointed out to the model where the group states a decision (English patterns:
-they add recall; the model still decides what was decided, in any language)."""
+"""Where the group may be settling something (English patterns). They add recall: each place
+is judged by the model (:mod:`daemon.minutes.decisions`), which also reads the whole
+transcript for decisions in any language."""
 
 from __future__ import annotations
 
@@ -9,21 +10,42 @@ from daemon.names import display_label
 from daemon.text import split_sentences
 from daemon.types import SpeakerTranscript
 
+# The language of settling a question in a meeting, whatever it is about: a decision named
+# ("that's decided", "the decision is"), agreement stated ("we're agreed", "agreed, then"),
+# a formal vote ("all in favour", "the motion is carried"), a choice made ("let's go with",
+# "we'll stick with", "here's what we'll do") or a call for consent ("everyone happy with
+# that?"). Broad on purpose: what is only proposed or asked is told apart by the model.
 _DECIDED = re.compile(
-    r"(?<!are )(?<!did )(?<!have )(?<!should )(?<!do )"  # "are we deciding?" is a question
-    r"\b(?:we(?:'re| are)? decid(?:e|ed|ing)|(?:it's|it is|that's) decided|we(?:'ve| have) "
-    r"decided|we(?:'ll| will) go with|the decision is|we agree(?:d)? (?:to|that|on)|"
-    r"we(?:'re| are) (?:going with|parking|dropping|sticking with)|let's go with|"
-    r"(?:motion|resolution) (?:is )?(?:carried|passed|approved)|(?:that's|it's) settled|"
-    r"agreed,? then)\b", re.I)
+    r"(?<!are )(?<!did )(?<!have )(?<!should )(?<!do )(?<!to )"  # "are we deciding?" asks
+    r"\b(?:"
+    r"we(?:'ve| have|'re| are)? decid(?:e|ed|ing)\b|(?:that's|it's|is|was|been) decided\b|"
+    r"the decision\b|"
+    r"decisions?:|settled\b|(?:we're|we are|we|all|everyone(?:'s| is)?) agreed?\b|"
+    r"agreed\b|that's the plan|(?:that's|that is) final|"
+    r"(?:motion|resolution|proposal) (?:is |was )?(?:carried|passed|approved|adopted)|"
+    r"(?:put|second) the motion|the motion is|all in favou?r|show of hands|unanimous|"
+    r"let's (?:go with|go ahead|do (?:it|that|this)|make (?:the|a) (?:call|decision)|"
+    r"stick with|settle on|keep it)|"
+    r"we(?:'ll| will|'re going to| are going to) (?:go with|go ahead|stick with|keep|drop|"
+    r"park|switch)|we(?:'re| are) (?:going with|parking|dropping|sticking with|not going)|"
+    r"(?:here's|here is) what we(?:'ll| will)? do|"
+    r"(?:everyone|everybody|all) (?:happy|okay|ok|fine|good|agree)|"
+    r"(?:are|is) (?:we|everyone|everybody) (?:all )?(?:happy|okay|ok|fine|good) with)",
+    re.I)
+
+
+def decision_turns(t: SpeakerTranscript) -> list[int]:
+    """Segments where a sentence sounds like the group settling something."""
+    return [i for i, seg in enumerate(t.segments)
+            if any(_DECIDED.search(s) for s in split_sentences(seg.text))]
 
 
 def decision_hints(t: SpeakerTranscript, limit: int = 20) -> list[str]:
     """Sentences where the group states a decision ("so we are deciding today that ..."):
-    cues for the model, which writes the decisions."""
+    cues for the model's draft."""
     out: list[str] = []
     for seg in t.segments:
         for sent in split_sentences(seg.text):
-            if _DECIDED.search(sent):  # declarative forms only ("are we deciding?" is not)
+            if _DECIDED.search(sent):
                 out.append(f"{display_label(t, seg.speaker)}: {sent}")
     return out[:limit]

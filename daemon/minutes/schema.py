@@ -106,11 +106,23 @@ class Draft(BaseModel):
 
 
 class Decided(BaseModel):
-    """The model's verdict on one proposed decision."""
+    """The model's verdict on one possible decision, and its wording of it."""
 
     kind: str = ""
+    decision: str = ""
 
     @field_validator("kind", mode="before")
     @classmethod
     def _kind(cls, v):
         return "" if v is None else str(v).strip().lower()
+
+    @field_validator("decision", mode="before")
+    @classmethod
+    def _decision(cls, v):
+        if v is None or str(v).strip().lower() in ("null", "none", "n/a", ""):
+            return ""
+        return str(v).strip()
+
+    @property
+    def decided(self) -> bool:
+        return self.kind.startswith("decision") or self.kind in ("decided", "agreed")

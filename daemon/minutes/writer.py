@@ -5,8 +5,9 @@
 * Action items: found broadly (the model reading the transcript in parts, and the English
   cue patterns), judged one at a time, and checked against the transcript: each carries its
   evidence, its owner is someone who took it on (:mod:`daemon.minutes.commitments`).
-* Decisions carry the line they were decided on; one the transcript does not support is
-  dropped and said so in the quality flags.
+* Decisions: the draft's and the cue patterns' places, each judged on its excerpt and worded
+  from it, carry the sentences they were decided in; one the transcript does not support is
+  dropped and said so in the quality flags (:mod:`daemon.minutes.decisions`).
 * The model answers in JSON, validated with pydantic. Invalid answers are repaired (code
   fences, trailing commas, prose around the object) or retried with the error shown to the
   model; after ``max_attempts`` the stage fails: half-parsed minutes are never passed on.
@@ -43,8 +44,11 @@ from daemon.minutes.commitments import (
     resolve,
     supported,
 )
-from daemon.minutes.cues import decision_hints
-from daemon.minutes.evidence import best_sentence, overlap, quote
+from daemon.minutes.cues import decision_hints, decision_turns
+from daemon.minutes.decisions import candidates as decision_candidates
+from daemon.minutes.decisions import decide_prompt, same_decision
+from daemon.minutes.decisions import resolve as resolve_decision
+from daemon.minutes.evidence import overlap
 from daemon.minutes.jsonfix import extract_json
 from daemon.minutes.owners import resolve_owner
 from daemon.minutes.prompts import (
@@ -230,11 +234,13 @@ class LLMMinutesWriter:
             got = self._ask(system, text, what="the summary")
             self.repairs.append("the model's minutes draft was not valid JSON after "
                                 f"{self.max_attempts} attempts ({exc}); the title and summary "
-                                "were asked for alone, so there are no topics or decisions")
+                                "were asked for alone, so there are no topics, and decisions "
+                                "come from the cue patterns only")
             return got
         except MinutesError as again:
             self.repairs.append(f"the model gave no valid summary ({again}): the minutes "
-                                "have no summary, topics or decisions; check the transcript")
+                                "have no summary or topics, and decisions come from the cue "
+                                "patterns only; check the transcript")
             return Draft()
 
     def _reduce(self, parts: list[Draft], names: str, system: str) -> Draft:
@@ -271,43 +277,36 @@ class LLMMinutesWriter:
 
     def decisions(self, t: SpeakerTranscript, draft: list[DraftDecision]
                   ) -> tuple[list[str], list[list[Quote]]]:
-        """The decisions the transcript supports, each with the sentence it was decided in:
-        the line the model gave (or one next to it) must share words with the decision;
-        a decision pointing nowhere is matched against the whole transcript; one with no
-        support at all is dropped, and the minutes say so."""
-        texts: list[str] = []
-        quotes: list[list[Quote]] = []
-        n = len(t.segments)
-        for d in draft:
-            near = [] if d.line is None else [i for i in (d.line, d.line - 1, d.line + 1)
-                                              if 0 <= i < n]
-            scored = [(overlap(d.text, best_sentence(t, i, d.text)), i) for i in near]
-            best = max(scored, default=(0.0, -1), key=lambda x: x[0])
-            if best[0] < DECISION_SUPPORT:
-                anywhere = max(((overlap(d.text, best_sentence(t, i, d.text)), i)
-                                for i in range(n)), default=(0.0, -1), key=lambda x: x[0])
-                best = anywhere if anywhere[0] >= DECISION_SUPPORT_ANYWHERE else (0.0, -1)
-            if best[1] < 0:
-                self.repairs.append(f"dropped: a decision the transcript does not support "
-                                    f"({d.text[:120]!r})")
+        """The decisions the transcript supports, each with the sentences it was decided in
+        (:mod:`daemon.minutes.decisions`): the draft's and the cue patterns' places, each
+        judged on its excerpt; a draft decision no line supports is dropped, and said so."""
+        found, unsupported = decision_candidates(t, draft, decision_turns(t))
+        for d in unsupported:
+            self.repairs.append(f"dropped: a decision the transcript does not support "
+                                f"({d.text[:120]!r})")
+        kept: list[tuple[str, list[Quote]]] = []
+        for i, c in enumerate(found, 1):
+            if self.log:
+                self.log.info("minutes: decision", item=i, items=len(found))
+            try:
+                got = self._ask(DECIDE_SYSTEM, decide_prompt(t, c), Decided, max_new_tokens=80,
+                                what="a decision check")
+            except MinutesError:
+                if "model" not in c.sources:
+                    continue  # a cue alone, unconfirmed, is not a decision
+                got = Decided(kind="decision")  # no verdict: the draft's stands on its line
+                self.repairs.append(f"the model gave no verdict on the decision at "
+                                    f"{hms(t.segments[c.turn].start)}; the draft's wording "
+                                    "is kept")
+            if not got.decided:
+                continue  # a proposal, a fact, a task or a misreading: not a decision
+            if (r := resolve_decision(t, c, got.decision)) is None:
+                self.repairs.append(f"dropped: a decision whose wording the transcript does "
+                                    f"not support ({(got.decision or c.hint)[:120]!r})")
                 continue
-            if not self._decided(t, best[1], d.text):
-                continue  # a proposal, a task or a misreading: not a decision
-            texts.append(d.text)
-            quotes.append([quote(t, best[1], best_sentence(t, best[1], d.text))])
-        return texts, quotes
-
-    def _decided(self, t: SpeakerTranscript, turn: int, text: str) -> bool:
-        """The model's second look at one decision, over the lines around it."""
-        lo, hi = max(0, turn - 3), min(len(t.segments), turn + 3)
-        user = ("Excerpt:\n" + "\n".join(numbered_lines(t, lo, hi)) +
-                f"\n\nStatement: {text}\n\nWhich kind is it, as the JSON object?")
-        try:
-            got = self._ask(DECIDE_SYSTEM, user, Decided, max_new_tokens=24,
-                            what="a decision check")
-        except MinutesError:
-            return True  # no verdict: the decision stands on its evidence
-        return got.kind.startswith("decision") or got.kind in ("decided", "agreed")
+            if not any(same_decision(r[0], k[0]) for k in kept):
+                kept.append(r)
+        return [k[0] for k in kept], [k[1] for k in kept]
 
     # -- action items
 
@@ -407,11 +406,6 @@ class LLMMinutesWriter:
 # Where action items come from (minutes.action_items), see LLMMinutesWriter.
 ACTION_SOURCES = ("checked", "model", "cues")
 
-# A decision's line must share this much of the decision's words (measured on the dev and
-# own meetings' decisions and their lines; see bench/minutes.py), or, when the model gave no
-# usable line, some sentence anywhere must share more.
-DECISION_SUPPORT = 0.3
-DECISION_SUPPORT_ANYWHERE = 0.5
 
 
 def _valid_as_given(answer: str) -> bool:

@@ -1,0 +1,128 @@
+"""Decisions: found broadly, judged one at a time, checked against the transcript.
+
+The same shape as action items (:mod:`daemon.minutes.commitments`):
+
+1. **Candidates**: the lines the model's draft gave for its decisions (the model's reading,
+   any language), and the lines where English cue patterns hear the group settle something
+   (:func:`daemon.minutes.cues.decision_turns`; recall only, never the only path).
+2. **Judged alone**: the model sees a short excerpt around the line, marked with ``>>``,
+   and says what kind of statement it is (a decision, a proposal left open, a fact, a task)
+   and, for a decision, writes it from the excerpt's words. The draft's wording of a
+   decision is a hint, not the answer: a model summarising a whole meeting mixes things up.
+3. **Checked**: a decision's words must be the excerpt's words (DECISION_SUPPORT); its
+   evidence is the excerpt's sentences that say it. A draft decision no line supports is
+   dropped, and the minutes say so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from daemon.minutes.commitments import numbered_lines
+from daemon.minutes.evidence import best_sentence, overlap, quote
+from daemon.minutes.schema import DraftDecision
+from daemon.types import Quote, SpeakerTranscript
+
+# A decision's words must be this much the words of its line (or the lines around it, where
+# the group reached it), else some sentence anywhere must share more: measured on the
+# decisions of the dev and own meetings and the lines they were decided on (bench/minutes.py).
+DECISION_SUPPORT = 0.3
+DECISION_SUPPORT_ANYWHERE = 0.5
+# Lines before and after the candidate the judge sees: a decision is often a proposal
+# (before) settled by a yes or a restatement (the line itself, or the one after).
+BEFORE, AFTER = 2, 1
+# At most this many candidates are judged per meeting (each is one short model call).
+MAX_CANDIDATES = 16
+# Two decisions sharing this much of their words are one.
+SAME_DECISION = 0.6
+
+
+@dataclass
+class DecisionCandidate:
+    turn: int
+    hint: str = ""  # the draft's wording, if the draft gave it
+    sources: set[str] = field(default_factory=set)  # "model", "cues"
+
+
+def locate(t: SpeakerTranscript, d: DraftDecision) -> int | None:
+    """The line a draft decision rests on: the one the model gave (or one next to it) if it
+    shares the decision's words, else the best line anywhere if it shares more; else None."""
+    n = len(t.segments)
+    near = [] if d.line is None else [i for i in (d.line, d.line - 1, d.line + 1)
+                                      if 0 <= i < n]
+    best = max(((overlap(d.text, best_sentence(t, i, d.text)), i) for i in near),
+               default=(0.0, -1))
+    if best[0] >= DECISION_SUPPORT:
+        return best[1]
+    anywhere = max(((overlap(d.text, best_sentence(t, i, d.text)), i) for i in range(n)),
+                   default=(0.0, -1))
+    return anywhere[1] if anywhere[0] >= DECISION_SUPPORT_ANYWHERE else None
+
+
+def candidates(t: SpeakerTranscript, draft: list[DraftDecision], cue_turns: list[int]
+               ) -> tuple[list[DecisionCandidate], list[DraftDecision]]:
+    """The places to judge, in meeting order, and the draft's decisions no line supports."""
+    by_turn: dict[int, DecisionCandidate] = {}
+    unsupported: list[DraftDecision] = []
+    for d in draft:
+        if not d.text.strip():
+            continue
+        turn = locate(t, d)
+        if turn is None:
+            unsupported.append(d)
+            continue
+        c = by_turn.setdefault(turn, DecisionCandidate(turn))
+        c.sources.add("model")
+        c.hint = c.hint or d.text.strip()
+    for turn in cue_turns:
+        # a cue next to a line the model gave is the same place
+        near = next((by_turn[i] for i in (turn, turn - 1, turn + 1) if i in by_turn), None)
+        (near or by_turn.setdefault(turn, DecisionCandidate(turn))).sources.add("cues")
+    ordered = sorted(by_turn.values(), key=lambda c: c.turn)
+    if len(ordered) > MAX_CANDIDATES:  # both sources first, then the model's, then cues
+        rank = sorted(ordered, key=lambda c: (-len(c.sources), "model" not in c.sources,
+                                              c.turn))
+        keep = {id(c) for c in rank[:MAX_CANDIDATES]}
+        ordered = [c for c in ordered if id(c) in keep]
+    return ordered, unsupported
+
+
+def bounds(t: SpeakerTranscript, c: DecisionCandidate) -> tuple[int, int]:
+    return max(0, c.turn - BEFORE), min(len(t.segments), c.turn + AFTER + 1)
+
+
+def decide_prompt(t: SpeakerTranscript, c: DecisionCandidate) -> str:
+    lo, hi = bounds(t, c)
+    hint = f' A draft of the minutes wrote: "{c.hint}".' if c.hint else ""
+    return ("Excerpt:\n" + "\n".join(numbered_lines(t, lo, hi, {c.turn})) +
+            f"\n\nThe line to look at: [{c.turn}].{hint} Was something decided there? "
+            "Answer with the JSON object.")
+
+
+def resolve(t: SpeakerTranscript, c: DecisionCandidate, written: str | None
+            ) -> tuple[str, list[Quote]] | None:
+    """The decision as the minutes state it and the sentences it rests on, or None when
+    neither the judge's wording nor the draft's is what the excerpt says."""
+    lo, hi = bounds(t, c)
+    said = " ".join(t.segments[i].text for i in range(lo, hi))
+    text = next((x.strip() for x in (written, c.hint)
+                 if x and x.strip() and overlap(x, said) >= DECISION_SUPPORT), None)
+    if text is None:
+        if "cues" not in c.sources:
+            return None
+        # the judge agreed it was decided but wrote it in other words: the line as said
+        text = best_sentence(t, c.turn, written or "")
+    # Evidence: the marked line's sentence that says it best, and any other line of the
+    # excerpt that says it better (the proposal a "let's do that" settled).
+    scored = sorted(((overlap(text, best_sentence(t, i, text)), i) for i in range(lo, hi)),
+                    reverse=True)
+    turns = {c.turn}
+    if scored and scored[0][1] != c.turn and scored[0][0] > overlap(
+            text, best_sentence(t, c.turn, text)):
+        turns.add(scored[0][1])
+    quotes = [quote(t, i, best_sentence(t, i, text)) for i in sorted(turns)]
+    return text, quotes
+
+
+def same_decision(a: str, b: str) -> bool:
+    return overlap(a, b) >= SAME_DECISION or overlap(b, a) >= SAME_DECISION

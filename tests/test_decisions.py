@@ -1,0 +1,119 @@
+"""Decisions with evidence: places from the draft (the model's reading, any language) and the
+cue patterns, each judged on its excerpt and worded from it, then checked against the
+transcript. The model is scripted (answers chosen by the line asked about), so each check the
+pipeline makes on a model's answer is shown to catch what a real model gets wrong."""
+
+from __future__ import annotations
+
+import re
+
+from test_actions import transcript
+from test_commitments import RoutedChat, facts
+
+from daemon.minutes.cues import decision_turns
+from daemon.minutes.evidence import check_minutes
+from daemon.minutes.writer import LLMMinutesWriter
+
+NAMES = {"S0": "Beatrice Holloway", "S1": "Declan Ward", "S2": "Moira Callaghan"}
+
+
+def asked_line(user: str) -> int:
+    return int(re.search(r"look at: \[(\d+)\]", user).group(1))
+
+
+def by_line(answers: dict[int, dict]):
+    return lambda user: answers.get(asked_line(user), {"kind": "other", "decision": None})
+
+
+def write(turns, decide, draft_decisions=()):
+    t = transcript(turns, NAMES)
+    chat = RoutedChat(decide=decide, draft={"title": "Committee", "summary": "A meeting.",
+                                            "topics": [], "decisions": list(draft_decisions)})
+    m = LLMMinutesWriter(chat).write(t, facts(t))
+    assert check_minutes(m.to_json(), t.to_json()) == []
+    return m, chat, t
+
+
+TEA = [
+    ("S0", "We had forty volunteers last year and still ran short at lunchtime."),
+    ("S0", "So I'd like to suggest that nobody does more than two hours in the tea tent."),
+    ("S1", "I agree. Two hours in the tea tent, happily."),
+    ("S2", "Yes, two hour shifts. Let's do it."),
+    ("S0", "So that's decided. The tea tent runs in two hour shifts."),
+    ("S1", "What about the raffle? Should we drop it this year?"),
+    ("S0", "Let's think about it. No decision tonight."),
+]
+
+
+def test_a_decision_only_the_cues_heard_is_judged_and_worded_from_what_was_said():
+    m, chat, t = write(TEA, by_line({
+        3: {"kind": "decision", "decision": "Volunteers do two hour shifts in the tea tent."},
+        4: {"kind": "decision", "decision": "The tea tent runs in two hour shifts."},
+        5: {"kind": "proposal", "decision": None}}),
+        [{"text": "The raffle is dropped this year.", "line": 6}])
+    # the agreeing lines are judged; the recap of the same decision is not a second one
+    assert m.decisions == ["Volunteers do two hour shifts in the tea tent."]
+    # its evidence is the line that settled it, and the excerpt's line that says it in more
+    # of the same words
+    assert [q.turn for q in m.decision_evidence[0]] == [3, 4]
+    # the draft's raffle decision was only asked about and put off: judged, let go
+    assert any(asked_line(u) == 5 for k, u in chat.asked if k == "decide")
+    assert not any("raffle" in d for d in m.decisions)
+
+
+def test_the_judges_wording_must_be_the_excerpts_words_else_the_drafts_stands():
+    m, _, _ = write(TEA, by_line({4: {"kind": "decision",
+                                      "decision": "The committee bought a new marquee."}}),
+                    [{"text": "The tea tent runs in two hour shifts.", "line": 4}])
+    assert m.decisions == ["The tea tent runs in two hour shifts."]
+
+
+def test_a_decision_nobody_made_is_dropped_and_the_minutes_say_so():
+    m, _, _ = write(TEA, lambda user: {"kind": "decision", "decision": None},
+                    [{"text": "The committee hires a professional caterer.", "line": 2}])
+    assert not any("caterer" in d for d in m.decisions)
+    assert any(f.kind == "dropped" and "caterer" in f.message for f in m.flags)
+
+
+def test_what_the_judge_calls_a_proposal_or_a_task_is_not_a_decision():
+    m, _, _ = write(TEA, lambda user: {"kind": "proposal", "decision": None},
+                    [{"text": "The tea tent runs in two hour shifts.", "line": 4}])
+    assert m.decisions == []
+
+
+def test_a_meeting_in_another_language_gets_its_decisions_from_the_models_reading():
+    turns = [("S0", "Tenemos que elegir la ciudad para la reunión de marzo."),
+             ("S1", "Yo prefiero Toledo, está cerca y es barato."),
+             ("S0", "Entonces queda decidido. Vamos a Toledo el sábado catorce de marzo.")]
+    m, chat, _ = write(turns, by_line({2: {"kind": "decision",
+                                           "decision": "Vamos a Toledo el sábado catorce de "
+                                                       "marzo."}}),
+                       [{"text": "Vamos a Toledo el sábado catorce de marzo.", "line": 2}])
+    assert decision_turns(chat_transcript(turns)) == []  # no English cue heard it
+    assert m.decisions == ["Vamos a Toledo el sábado catorce de marzo."]
+    assert m.decision_evidence[0][0].turn == 2
+
+
+def chat_transcript(turns):
+    return transcript(turns, NAMES)
+
+
+def test_a_meeting_where_nothing_is_settled_has_no_decisions():
+    turns = [("S0", "Did you see the match last night?"),
+             ("S1", "I did. Everyone happy with the result except me."),
+             ("S2", "We should do a quiz night at some point."),
+             ("S0", "Maybe. Anyway, see you on Thursday.")]
+    m, chat, _ = write(turns, lambda user: {"kind": "other", "decision": None})
+    assert m.decisions == [] and m.decision_evidence == []
+    assert [k for k, _ in chat.asked].count("decide") == 1  # the one cue, judged and let go
+
+
+def test_the_cue_patterns_hear_the_ways_a_group_settles_something():
+    said = ["All in favour?", "Then that's agreed.", "So we're agreed that the club runs the bar.",
+            "The motion is carried.", "Let's go with the blue one.", "Okay, let's do that.",
+            "Here's what we'll do.", "Everyone happy with that?", "Agreed. Toilets first.",
+            "We'll stick with Tuesdays.", "Decisions: twenty pounds a stall."]
+    not_said = ["Are we deciding anything today?", "I think it was a good match.",
+                "I'll book the hall.", "Should we decide later?"]
+    t = transcript([("S0", x) for x in said + not_said], NAMES)
+    assert decision_turns(t) == list(range(len(said)))

@@ -213,3 +213,23 @@ def test_the_model_naming_the_asker_does_not_move_the_task_off_who_accepted():
     m = LLMMinutesWriter(chat, action_items="cues").write(t, facts(t))
     assert [(a.owner, a.how) for a in m.action_items] == [("Priya Shah", "accepted")]
     assert [q.turn for q in m.action_items[0].evidence] == [0, 1]
+
+
+def test_whoever_only_asked_did_not_take_the_task_on():
+    """The model names the one who asked ("Can somebody deal with that?"): not an owner; the
+    one who answered is."""
+    t = transcript([
+        ("S1", "The certificate on the staging server expires on Saturday."),
+        ("S0", "Can somebody deal with that? Last time it expired, did we lose a morning?"),
+        ("S1", "Yep, I've got it. I'll renew the staging certificate today, before lunch."),
+    ], NAMES)
+    chat = RoutedChat(find=lambda user: {"items": [
+        {"line": 1, "who": "Daniel Reyes", "task": "deal with the staging certificate"}]},
+        judge={1: {"kind": "task", "owner": "Daniel Reyes",
+                   "task": "deal with the staging certificate"},
+               2: {"kind": "task", "owner": "Martin Kowalski",
+                   "task": "renew the staging certificate", "due": "today"}})
+    m = LLMMinutesWriter(chat).write(t, facts(t))
+    assert [(a.owner, a.task) for a in m.action_items] == [
+        ("Martin Kowalski", "renew the staging certificate")]
+    assert check_minutes(m.to_json(), t.to_json()) == []

@@ -20,6 +20,7 @@ a time, and let the pipeline, not the model, check who owns it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, field_validator
@@ -27,6 +28,7 @@ from pydantic import BaseModel, field_validator
 from daemon.minutes.actions import TaskCue, speaker_named
 from daemon.minutes.evidence import best_sentence, content_words, overlap, quote
 from daemon.names import display_label
+from daemon.text import split_sentences
 from daemon.types import ActionItem, SpeakerTranscript
 
 # --------------------------------------------------------------------------- candidates
@@ -278,6 +280,8 @@ def resolve(t: SpeakerTranscript, c: Candidate, j: Judged) -> ActionItem | None:
         how = "accepted"
     quotes = [quote(t, i, best_sentence(t, i, (j.task or "") + " " + c.task_hint))
               for i in evidence_turns]
+    if not any(_commits(x) for i in own for x in split_sentences(segs[i].text)):
+        return None  # the owner only asked ("Can somebody deal with that?"): not taken on
     weak = accept is None  # e.g. "Sam will send it" and Sam never answers
     if weak:
         how = "model" if "cues" not in c.sources else how
@@ -285,6 +289,18 @@ def resolve(t: SpeakerTranscript, c: Candidate, j: Judged) -> ActionItem | None:
                                                             said.lower()) else None
     return ActionItem(owner=display_label(t, owner), task=j.task, due=due, evidence=quotes,
                       how=how, weak=weak)
+
+
+# A question offering to do it is a commitment once answered ("Shall I take that?").
+_OFFER = re.compile(r"^\W*(?:so,? |okay,? |ok,? )?(?:shall|should|can|could|may) i\b|"
+                    r"\bdo you want me to\b|\bwant me to\b", re.I)
+
+
+def _commits(sentence: str) -> bool:
+    """Whether a quoted sentence of the owner can be where they took a task on: not a
+    question (any language Whisper punctuates), unless it offers to do it."""
+    s = sentence.strip()
+    return not s.endswith(("?", "？", "¿")) or bool(_OFFER.search(s))
 
 
 def supported(task: str, said: str) -> bool:

@@ -117,3 +117,25 @@ def test_the_cue_patterns_hear_the_ways_a_group_settles_something():
                 "I'll book the hall.", "Should we decide later?"]
     t = transcript([("S0", x) for x in said + not_said], NAMES)
     assert decision_turns(t) == list(range(len(said)))
+
+
+CLINIC = [
+    ("S0", "Home visits come in all day and whoever picks up the message goes."),
+    ("S1", "Most practices send any request after eleven to the duty doctor."),
+    ("S0", "Then let's do that from next week. Home visit requests after eleven go to the duty "
+           "doctor. Everyone happy?"),
+    ("S2", "Yes. The reception team will like that."),
+    ("S1", "Agreed."),
+]
+
+
+def test_a_wording_from_the_line_after_a_question_or_who_agreed_is_not_the_decision():
+    """Small models copy the nearest sentence: the yes after it, the call for consent, or
+    who agreed. Then the settling line's own sentences are the decision."""
+    for wrong in ("The reception team will like that.", "Everyone happy?",
+                  "Declan Ward agreed."):
+        m, _, _ = write(CLINIC, by_line({2: {"kind": "decision", "decision": wrong},
+                                         4: {"kind": "decision", "decision": wrong}}))
+        assert m.decisions == ["Then let's do that from next week. Home visit requests after "
+                               "eleven go to the duty doctor."], wrong
+        assert [q.turn for q in m.decision_evidence[0]] == [2]

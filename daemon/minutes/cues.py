@@ -34,10 +34,15 @@ _DECIDED = re.compile(
     re.I)
 
 
+def settles(sentence: str) -> bool:
+    """Whether a sentence sounds like the group settling something."""
+    return bool(_DECIDED.search(sentence))
+
+
 def decision_turns(t: SpeakerTranscript) -> list[int]:
     """Segments where a sentence sounds like the group settling something."""
     return [i for i, seg in enumerate(t.segments)
-            if any(_DECIDED.search(s) for s in split_sentences(seg.text))]
+            if any(settles(s) for s in split_sentences(seg.text))]
 
 
 def decision_hints(t: SpeakerTranscript, limit: int = 20) -> list[str]:

@@ -19,8 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from daemon.minutes.commitments import numbered_lines
-from daemon.minutes.evidence import best_sentence, overlap, quote
+from daemon.minutes.cues import settles
+from daemon.minutes.evidence import best_sentence, content_words, overlap, quote
 from daemon.minutes.schema import DraftDecision
+from daemon.text import split_sentences
 from daemon.types import Quote, SpeakerTranscript
 
 # A decision's words must be this much the words of its line (or the lines around it, where
@@ -33,6 +35,9 @@ DECISION_SUPPORT_ANYWHERE = 0.5
 BEFORE, AFTER = 2, 1
 # At most this many candidates are judged per meeting (each is one short model call).
 MAX_CANDIDATES = 16
+# A cue this many lines from a decision already taken is the same place (the "Agreed." and
+# "So that's settled" that follow a decision), not judged again.
+SAME_PLACE = 2
 # Two decisions sharing this much of their words are one.
 SAME_DECISION = 0.6
 
@@ -101,17 +106,21 @@ def decide_prompt(t: SpeakerTranscript, c: DecisionCandidate) -> str:
 
 def resolve(t: SpeakerTranscript, c: DecisionCandidate, written: str | None
             ) -> tuple[str, list[Quote]] | None:
-    """The decision as the minutes state it and the sentences it rests on, or None when
-    neither the judge's wording nor the draft's is what the excerpt says."""
+    """The decision as the minutes state it and the sentences it rests on, or None.
+
+    The judge's wording stands if it is what the marked line (or the proposal before it)
+    says; the line after is there for the judge to see the yes, not to word the decision
+    from. Failing that the draft's wording, on the same terms; failing both, the marked
+    line's own sentences, from where the group settles it ("Okay, let's make the call. On
+    phones, the list is the default.")."""
     lo, hi = bounds(t, c)
-    said = " ".join(t.segments[i].text for i in range(lo, hi))
-    text = next((x.strip() for x in (written, c.hint)
-                 if x and x.strip() and overlap(x, said) >= DECISION_SUPPORT), None)
+    said = " ".join(t.segments[i].text for i in range(lo, c.turn + 1))
+    names = _name_words(t)
+    text = next((x.strip() for x in (written, c.hint) if x and _says(x, said, names)), None)
     if text is None:
-        if "cues" not in c.sources:
-            return None
-        # the judge agreed it was decided but wrote it in other words: the line as said
-        text = best_sentence(t, c.turn, written or "")
+        text = settled_sentences(t, c.turn)
+        if len(content_words(text) - names) < 2:
+            return None  # "Agreed." alone: the decision is the line it answers
     # Evidence: the marked line's sentence that says it best, and any other line of the
     # excerpt that says it better (the proposal a "let's do that" settled).
     scored = sorted(((overlap(text, best_sentence(t, i, text)), i) for i in range(lo, hi)),
@@ -122,6 +131,28 @@ def resolve(t: SpeakerTranscript, c: DecisionCandidate, written: str | None
         turns.add(scored[0][1])
     quotes = [quote(t, i, best_sentence(t, i, text)) for i in sorted(turns)]
     return text, quotes
+
+
+def _name_words(t: SpeakerTranscript) -> set[str]:
+    return {w for s in t.speakers if s.name for w in content_words(s.name)}
+
+
+def _says(text: str, said: str, names: set[str]) -> bool:
+    """A wording of a decision that the lines support: a statement, not a question, sharing
+    enough of its words (names aside: "Ibrahim agreed" is not what was decided)."""
+    words = content_words(text) - names
+    shared = words & content_words(said)
+    return (not text.strip().endswith("?") and len(shared) >= min(2, len(words)) > 0
+            and len(shared) / len(words) >= DECISION_SUPPORT)
+
+
+def settled_sentences(t: SpeakerTranscript, turn: int, most: int = 3) -> str:
+    """The marked line as said, from its first sentence that sounds like settling it (all
+    of it if none does), questions left out: the decision in the speaker's own words."""
+    sents = split_sentences(t.segments[turn].text) or [t.segments[turn].text]
+    start = next((i for i, x in enumerate(sents) if settles(x)), 0)
+    kept = [x.strip() for x in sents[start:] if x.strip() and not x.strip().endswith("?")]
+    return " ".join(kept[:most])
 
 
 def same_decision(a: str, b: str) -> bool:

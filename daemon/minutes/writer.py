@@ -45,8 +45,8 @@ from daemon.minutes.commitments import (
     supported,
 )
 from daemon.minutes.cues import decision_hints, decision_turns
+from daemon.minutes.decisions import SAME_PLACE, decide_prompt, same_decision
 from daemon.minutes.decisions import candidates as decision_candidates
-from daemon.minutes.decisions import decide_prompt, same_decision
 from daemon.minutes.decisions import resolve as resolve_decision
 from daemon.minutes.evidence import overlap
 from daemon.minutes.jsonfix import extract_json
@@ -286,6 +286,9 @@ class LLMMinutesWriter:
                                 f"({d.text[:120]!r})")
         kept: list[tuple[str, list[Quote]]] = []
         for i, c in enumerate(found, 1):
+            if c.sources == {"cues"} and any(abs(q.turn - c.turn) <= SAME_PLACE
+                                             for k in kept for q in k[1]):
+                continue  # the "Agreed." after a decision already taken is the same place
             if self.log:
                 self.log.info("minutes: decision", item=i, items=len(found))
             try:
@@ -301,6 +304,8 @@ class LLMMinutesWriter:
             if not got.decided:
                 continue  # a proposal, a fact, a task or a misreading: not a decision
             if (r := resolve_decision(t, c, got.decision)) is None:
+                if "model" not in c.sources:
+                    continue  # "Agreed." alone: the decision is the line it answered
                 self.repairs.append(f"dropped: a decision whose wording the transcript does "
                                     f"not support ({(got.decision or c.hint)[:120]!r})")
                 continue

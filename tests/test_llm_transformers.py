@@ -341,6 +341,7 @@ def test_real_model_minutes_carry_evidence_that_checks_out(chat):
     assert check_minutes(m.to_json(), t.to_json()) == []
     assert all(a.evidence for a in m.action_items)
     # one never said is dropped whatever the model thinks (the one said may or may not pass
-    # the tiny model's second look: that verdict is the model's, not the pipeline's)
-    assert "Hire a new librarian" not in decisions
-    assert set(decisions) <= {"The reading room closes in April"}
+    # the tiny model's second look: that verdict is the model's, not the pipeline's), and
+    # whatever wording a kept one has, it rests on the line where it was said
+    assert not any("librarian" in d.lower() for d in decisions)
+    assert all(5 in {q.turn for q in qs} for qs in quotes)

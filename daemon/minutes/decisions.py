@@ -6,9 +6,11 @@ The same shape as action items (:mod:`daemon.minutes.commitments`):
    any language), and the lines where English cue patterns hear the group settle something
    (:func:`daemon.minutes.cues.decision_turns`; recall only, never the only path).
 2. **Judged alone**: the model sees a short excerpt around the line, marked with ``>>``,
-   and says what kind of statement it is (a decision, a proposal left open, a fact, a task)
-   and, for a decision, writes it from the excerpt's words. The draft's wording of a
-   decision is a hint, not the answer: a model summarising a whole meeting mixes things up.
+   and says what kind of statement it is (a decision, a proposal left open, a fact, a task):
+   a few tokens per place. A settled one is worded by the draft if the line supports that
+   wording, else by the line itself, from where the speaker settles it: asked to word it
+   too, the 1.5B model copied the nearest sentence ("Everyone okay with that?"), and a
+   sentence of output costs ~30 s a place on 2 CPU cores.
 3. **Checked**: a decision's words must be the excerpt's words (DECISION_SUPPORT); its
    evidence is the excerpt's sentences that say it. A draft decision no line supports is
    dropped, and the minutes say so.
@@ -34,7 +36,7 @@ DECISION_SUPPORT_ANYWHERE = 0.5
 # (before) settled by a yes or a restatement (the line itself, or the one after).
 BEFORE, AFTER = 2, 1
 # At most this many candidates are judged per meeting (each is one short model call).
-MAX_CANDIDATES = 16
+MAX_CANDIDATES = 8
 # A cue this many lines from a decision already taken is the same place (the "Agreed." and
 # "So that's settled" that follow a decision), not judged again.
 SAME_PLACE = 2
@@ -98,9 +100,8 @@ def bounds(t: SpeakerTranscript, c: DecisionCandidate) -> tuple[int, int]:
 
 def decide_prompt(t: SpeakerTranscript, c: DecisionCandidate) -> str:
     lo, hi = bounds(t, c)
-    hint = f' A draft of the minutes wrote: "{c.hint}".' if c.hint else ""
     return ("Excerpt:\n" + "\n".join(numbered_lines(t, lo, hi, {c.turn})) +
-            f"\n\nThe line to look at: [{c.turn}].{hint} Was something decided there? "
+            f"\n\nThe line to look at: [{c.turn}]. Was something decided there? "
             "Answer with the JSON object.")
 
 

@@ -40,13 +40,10 @@ only."""
 
 DECIDE_SYSTEM = """You check one possible decision for meeting minutes. You are shown an \
 excerpt of a meeting (each line starts with its number in brackets and the speaker; the line \
-to look at is marked with >>). Reply with one JSON object only, no prose:
-{"kind": "...", "decision": "..."}
+to look at is marked with >>). Reply with one JSON object only, no prose: {"kind": "..."}
 "kind" is one of:
   "fact": news or a fact someone reports (someone joined, something happened),
   "proposal": someone suggests or asks it, but the group does not settle it in the excerpt,
   "task": one person says they will do something (an action item, not a decision),
   "other": nothing is settled in the marked line,
-  "decision": the group settles something: they decide, agree, choose, approve or rule out.
-For "decision": "decision" is what was settled, as one full sentence with its details, in \
-the excerpt's own words (names, numbers and dates as said). For the other kinds it is null."""
+  "decision": the group settles something: they decide, agree, choose, approve or rule out."""

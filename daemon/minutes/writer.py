@@ -292,7 +292,7 @@ class LLMMinutesWriter:
             if self.log:
                 self.log.info("minutes: decision", item=i, items=len(found))
             try:
-                got = self._ask(DECIDE_SYSTEM, decide_prompt(t, c), Decided, max_new_tokens=80,
+                got = self._ask(DECIDE_SYSTEM, decide_prompt(t, c), Decided, max_new_tokens=16,
                                 what="a decision check")
             except MinutesError:
                 if "model" not in c.sources:

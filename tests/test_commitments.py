@@ -153,7 +153,7 @@ def test_a_decision_the_transcript_does_not_support_is_dropped_and_flagged():
     ])
     w = LLMMinutesWriter(RoutedChat(draft=draft))
     m = w.write(t, facts(t))
-    assert m.decisions == ["The reading room closes in April"]
+    assert m.decisions == ["So we agree: the reading room closes in April."]
     assert m.decision_evidence[0][0].turn == 0
     assert any("does not support" in r for r in w.repairs)
     assert check_minutes(m.to_json(), t.to_json()) == []

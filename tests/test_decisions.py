@@ -61,11 +61,22 @@ def test_a_decision_only_the_cues_heard_is_judged_and_worded_from_what_was_said(
     assert not any("raffle" in d for d in m.decisions)
 
 
-def test_the_judges_wording_must_be_the_excerpts_words_else_the_drafts_stands():
+def test_where_the_settling_sentence_was_heard_the_decision_is_quoted_not_paraphrased():
     m, _, _ = write(TEA, by_line({4: {"kind": "decision",
                                       "decision": "The committee bought a new marquee."}}),
-                    [{"text": "The tea tent runs in two hour shifts.", "line": 4}])
-    assert m.decisions == ["The tea tent runs in two hour shifts."]
+                    [{"text": "Two hour shifts are agreed for volunteers.", "line": 4}])
+    assert m.decisions == ["So that's decided. The tea tent runs in two hour shifts."]
+
+
+def test_without_a_settling_sentence_the_models_wording_must_be_the_lines_words():
+    turns = [("S0", "Which hall for the quiz night, the church or the school?"),
+             ("S1", "The school hall is bigger and it has a kitchen."),
+             ("S0", "Fine, the school hall on the ninth it is.")]
+    # the judge's invention is refused; the draft's wording, which the lines support, stands
+    m, _, _ = write(turns, by_line({2: {"kind": "decision",
+                                        "decision": "The committee bought a new marquee."}}),
+                    [{"text": "The quiz night is in the school hall on the ninth.", "line": 2}])
+    assert m.decisions == ["The quiz night is in the school hall on the ninth."]
 
 
 def test_a_decision_nobody_made_is_dropped_and_the_minutes_say_so():

@@ -109,19 +109,24 @@ def resolve(t: SpeakerTranscript, c: DecisionCandidate, written: str | None
             ) -> tuple[str, list[Quote]] | None:
     """The decision as the minutes state it and the sentences it rests on, or None.
 
-    The judge's wording stands if it is what the marked line (or the proposal before it)
-    says; the line after is there for the judge to see the yes, not to word the decision
-    from. Failing that the draft's wording, on the same terms; failing both, the marked
-    line's own sentences, from where the group settles it ("Okay, let's make the call. On
-    phones, the list is the default.")."""
+    Where the marked line has a sentence that settles it, the decision is that line as
+    said from there on ("Okay, let's make the call. On phones, the list is the default."):
+    the draft's paraphrase mixes things up, a quote cannot. Elsewhere (the model's reading
+    alone, any language) the model's wording stands if it is what the marked line or the
+    proposal before it says (the line after is there for the judge to see the yes, not to
+    word the decision from), else the line as said."""
     lo, hi = bounds(t, c)
     said = " ".join(t.segments[i].text for i in range(lo, c.turn + 1))
     names = _name_words(t)
-    text = next((x.strip() for x in (written, c.hint) if x and _says(x, said, names)), None)
-    if text is None:
-        text = settled_sentences(t, c.turn)
-        if len(content_words(text) - names) < 2:
-            return None  # "Agreed." alone: the decision is the line it answers
+    own = settled_sentences(t, c.turn)
+    if len(content_words(own) - names) < 2:
+        own = ""  # "Agreed." alone: the decision is the line it answers
+    # Where the speaker's settling sentence was heard, their words are the decision (a
+    # quote cannot misstate it); elsewhere the model's wording, if the lines support it.
+    text = own if own and _settles_in(t, c.turn) else next(
+        (x.strip() for x in (written, c.hint) if x and _says(x, said, names)), None) or own
+    if not text:
+        return None
     # Evidence: the marked line's sentence that says it best, and any other line of the
     # excerpt that says it better (the proposal a "let's do that" settled).
     scored = sorted(((overlap(text, best_sentence(t, i, text)), i) for i in range(lo, hi)),
@@ -145,6 +150,10 @@ def _says(text: str, said: str, names: set[str]) -> bool:
     shared = words & content_words(said)
     return (not text.strip().endswith("?") and len(shared) >= min(2, len(words)) > 0
             and len(shared) / len(words) >= DECISION_SUPPORT)
+
+
+def _settles_in(t: SpeakerTranscript, turn: int) -> bool:
+    return any(settles(x) for x in split_sentences(t.segments[turn].text))
 
 
 def settled_sentences(t: SpeakerTranscript, turn: int, most: int = 3) -> str:

@@ -87,9 +87,12 @@ def test_a_decision_nobody_made_is_dropped_and_the_minutes_say_so():
 
 
 def test_what_the_judge_calls_a_proposal_or_a_task_is_not_a_decision():
-    m, _, _ = write(TEA, lambda user: {"kind": "proposal", "decision": None},
-                    [{"text": "The tea tent runs in two hour shifts.", "line": 4}])
+    m, chat, _ = write(TEA, lambda user: {"kind": "proposal", "decision": None},
+                       [{"text": "The tea tent runs in two hour shifts.", "line": 4}])
     assert m.decisions == []
+    # the draft's statement is what is judged, not only whether something was decided there
+    assert any("Statement: The tea tent runs in two hour shifts." in u
+               for k, u in chat.asked if k == "decide")
 
 
 def test_a_meeting_in_another_language_gets_its_decisions_from_the_models_reading():

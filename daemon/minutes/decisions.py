@@ -100,9 +100,13 @@ def bounds(t: SpeakerTranscript, c: DecisionCandidate) -> tuple[int, int]:
 
 def decide_prompt(t: SpeakerTranscript, c: DecisionCandidate) -> str:
     lo, hi = bounds(t, c)
-    return ("Excerpt:\n" + "\n".join(numbered_lines(t, lo, hi, {c.turn})) +
-            f"\n\nThe line to look at: [{c.turn}]. Was something decided there? "
-            "Answer with the JSON object.")
+    # The draft's statement is judged as stated: asked only whether something was decided
+    # near a line, the model says yes to tasks ("Priya agreed to send the export").
+    what = (f"\n\nStatement: {c.hint}\n\nThe line to look at: [{c.turn}]. Which kind is the "
+            "statement?" if c.hint else
+            f"\n\nThe line to look at: [{c.turn}]. Was something decided there?")
+    return ("Excerpt:\n" + "\n".join(numbered_lines(t, lo, hi, {c.turn})) + what +
+            " Answer with the JSON object.")
 
 
 def resolve(t: SpeakerTranscript, c: DecisionCandidate, written: str | None

@@ -40,7 +40,8 @@ only."""
 
 DECIDE_SYSTEM = """You check one possible decision for meeting minutes. You are shown an \
 excerpt of a meeting (each line starts with its number in brackets and the speaker; the line \
-to look at is marked with >>). Reply with one JSON object only, no prose: {"kind": "..."}
+to look at is marked with >>), and sometimes a statement a draft of the minutes made about \
+it. Reply with one JSON object only, no prose: {"kind": "..."}
 "kind" is one of:
   "fact": news or a fact someone reports (someone joined, something happened),
   "proposal": someone suggests or asks it, but the group does not settle it in the excerpt,

@@ -153,3 +153,23 @@ def test_a_wording_from_the_line_after_a_question_or_who_agreed_is_not_the_decis
         assert m.decisions == ["Then let's do that from next week. Home visit requests after "
                                "eleven go to the duty doctor."], wrong
         assert [q.turn for q in m.decision_evidence[0]] == [2]
+
+
+def test_a_task_someone_took_on_is_not_also_a_decision():
+    """The draft calls a commitment a decision ("Declan agreed to get a price"); the line is
+    an action item's, nothing there settles anything for the group: not a decision, and
+    not even judged."""
+    turns = [("S0", "We need a generator for the food stalls."),
+             ("S1", "I'll get a price for hiring a generator by Friday."),
+             ("S0", "Thanks, Declan.")]
+    t = transcript(turns, NAMES)
+    chat = RoutedChat(decide=lambda user: {"kind": "decision"},
+                      judge={1: {"kind": "task", "owner": "Declan Ward",
+                                 "task": "get a price for hiring a generator", "due": "Friday"}},
+                      draft={"title": "Committee", "summary": "A meeting.", "topics": [],
+                             "decisions": [{"text": "Declan Ward agreed to get a price for "
+                                                    "hiring a generator.", "line": 1}]})
+    m = LLMMinutesWriter(chat).write(t, facts(t))
+    assert [a.owner for a in m.action_items] == ["Declan Ward"]
+    assert m.decisions == []
+    assert not any(k == "decide" for k, _ in chat.asked)

@@ -66,9 +66,14 @@ def locate(t: SpeakerTranscript, d: DraftDecision) -> int | None:
     return anywhere[1] if anywhere[0] >= DECISION_SUPPORT_ANYWHERE else None
 
 
-def candidates(t: SpeakerTranscript, draft: list[DraftDecision], cue_turns: list[int]
+def candidates(t: SpeakerTranscript, draft: list[DraftDecision], cue_turns: list[int],
+               taken: set[int] | frozenset[int] = frozenset()
                ) -> tuple[list[DecisionCandidate], list[DraftDecision]]:
-    """The places to judge, in meeting order, and the draft's decisions no line supports."""
+    """The places to judge, in meeting order, and the draft's decisions no line supports.
+
+    A draft decision on a line an action item rests on (``taken``), where nothing sounds
+    like the group settling it, is that task again ("Priya agreed to send the export"):
+    not judged; the 1.5B model's check called every such one a decision."""
     by_turn: dict[int, DecisionCandidate] = {}
     unsupported: list[DraftDecision] = []
     for d in draft:
@@ -85,7 +90,8 @@ def candidates(t: SpeakerTranscript, draft: list[DraftDecision], cue_turns: list
         # a cue next to a line the model gave is the same place
         near = next((by_turn[i] for i in (turn, turn - 1, turn + 1) if i in by_turn), None)
         (near or by_turn.setdefault(turn, DecisionCandidate(turn))).sources.add("cues")
-    ordered = sorted(by_turn.values(), key=lambda c: c.turn)
+    ordered = sorted((c for c in by_turn.values()
+                      if "cues" in c.sources or c.turn not in taken), key=lambda c: c.turn)
     if len(ordered) > MAX_CANDIDATES:  # both sources first, then the model's, then cues
         rank = sorted(ordered, key=lambda c: (-len(c.sources), "model" not in c.sources,
                                               c.turn))

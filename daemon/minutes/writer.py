@@ -275,12 +275,15 @@ class LLMMinutesWriter:
                     seen.add(d.line)
         return merged
 
-    def decisions(self, t: SpeakerTranscript, draft: list[DraftDecision]
+    def decisions(self, t: SpeakerTranscript, draft: list[DraftDecision],
+                  taken: set[int] | frozenset[int] = frozenset()
                   ) -> tuple[list[str], list[list[Quote]]]:
         """The decisions the transcript supports, each with the sentences it was decided in
         (:mod:`daemon.minutes.decisions`): the draft's and the cue patterns' places, each
-        judged on its excerpt; a draft decision no line supports is dropped, and said so."""
-        found, unsupported = decision_candidates(t, draft, decision_turns(t))
+        judged on its excerpt; a draft decision no line supports is dropped, and said so.
+        ``taken``: the lines action items rest on (a task taken on there is not a decision,
+        unless the line also sounds like the group settling something)."""
+        found, unsupported = decision_candidates(t, draft, decision_turns(t), taken)
         for d in unsupported:
             self.repairs.append(f"dropped: a decision the transcript does not support "
                                 f"({d.text[:120]!r})")
@@ -371,12 +374,14 @@ class LLMMinutesWriter:
     def write(self, t: SpeakerTranscript, facts: MeetingFacts) -> Minutes:
         self.repairs = []
         draft = self.draft(t, facts)
-        decisions, decision_quotes = self.decisions(t, draft.decisions)
+        actions = self.action_items_for(t, facts)
+        decisions, decision_quotes = self.decisions(
+            t, draft.decisions, taken={q.turn for a in actions for q in a.evidence})
         labels = {display_label(t, s.id): s.name for s in t.speakers if s.name}
         labels.update({s.id: s.name for s in t.speakers if s.name})
         unnamed = {display_label(t, s.id) for s in t.speakers if not s.name}
         items: list[ActionItem] = []
-        for a in self.action_items_for(t, facts):
+        for a in actions:
             owner = resolve_owner(a.owner, facts.attendees, labels)
             if owner == UNASSIGNED and a.owner.strip() in unnamed:
                 owner = a.owner.strip()  # "Speaker 2" stays a label, so readers can tell

@@ -233,3 +233,21 @@ def test_whoever_only_asked_did_not_take_the_task_on():
     assert [(a.owner, a.task) for a in m.action_items] == [
         ("Martin Kowalski", "renew the staging certificate")]
     assert check_minutes(m.to_json(), t.to_json()) == []
+
+
+def test_the_one_asked_who_says_no_does_not_own_it():
+    """Asked by name and declining: the 1.5B model calls it a task accepted; the person
+    who then volunteers owns it."""
+    t = transcript([
+        ("S0", "Martin, could you look into skip hire?"),
+        ("S1", "I'd rather not take that on as well, honestly, I've got the accounts."),
+        ("S2", "I'll do it. I'll get a quote for a skip and let you know next week."),
+    ], NAMES)
+    chat = RoutedChat(judge={0: {"kind": "task", "owner": "Martin Kowalski",
+                                 "task": "look into skip hire"},
+                             2: {"kind": "task", "owner": "Priya Shah",
+                                 "task": "get a quote for a skip", "due": "next week"}})
+    m = LLMMinutesWriter(chat).write(t, facts(t))
+    assert [(a.owner, a.task) for a in m.action_items] == [("Priya Shah",
+                                                          "get a quote for a skip")]
+    assert check_minutes(m.to_json(), t.to_json()) == []

@@ -282,6 +282,8 @@ def resolve(t: SpeakerTranscript, c: Candidate, j: Judged) -> ActionItem | None:
               for i in evidence_turns]
     if not any(_commits(x) for i in own for x in split_sentences(segs[i].text)):
         return None  # the owner only asked ("Can somebody deal with that?"): not taken on
+    if asked and own and all(_REFUSE.search(segs[i].text) for i in own):
+        return None  # asked, and said no ("I'd rather not take that on"): small models miss it
     weak = accept is None  # e.g. "Sam will send it" and Sam never answers
     if weak:
         how = "model" if "cues" not in c.sources else how
@@ -291,6 +293,11 @@ def resolve(t: SpeakerTranscript, c: Candidate, j: Judged) -> ActionItem | None:
                       how=how, weak=weak)
 
 
+# An answer that declines (English; the model's "refused" is the path in any language).
+_REFUSE = re.compile(r"^\W*(?:(?:sorry|no|honestly|well|um|uh)[,.!]?\s+)*(?:i'd rather not|"
+                     r"i would rather not|i can't|i cannot|i can not|i won't|i'm not able|"
+                     r"i am not able|i don't think i can|not me|no\b|i'd prefer not|"
+                     r"i'm afraid i can't|i couldn't)", re.I)
 # A question offering to do it is a commitment once answered ("Shall I take that?").
 _OFFER = re.compile(r"^\W*(?:so,? |okay,? |ok,? )?(?:shall|should|can|could|may) i\b|"
                     r"\bdo you want me to\b|\bwant me to\b", re.I)

@@ -173,3 +173,15 @@ def test_a_task_someone_took_on_is_not_also_a_decision():
     assert [a.owner for a in m.action_items] == ["Declan Ward"]
     assert m.decisions == []
     assert not any(k == "decide" for k, _ in chat.asked)
+
+
+def test_a_settling_sentence_with_a_question_tagged_on_is_still_the_decision():
+    turns = [("S0", "The crash is not fixed and the load test is still open."),
+             ("S0", "And we are deciding to delay the launch to June 2nd, and does that work "
+                    "for marketing?"),
+             ("S1", "It does.")]
+    m, _, _ = write(turns, by_line({1: {"kind": "decision"}}),
+                    [{"text": "We are deciding to delay the launch to June 2nd, and does that "
+                              "work for marketing?", "line": 1}])
+    assert m.decisions == ["And we are deciding to delay the launch to June 2nd, and does "
+                           "that work for marketing?"]

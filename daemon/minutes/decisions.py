@@ -171,7 +171,10 @@ def settled_sentences(t: SpeakerTranscript, turn: int, most: int = 3) -> str:
     of it if none does), questions left out: the decision in the speaker's own words."""
     sents = split_sentences(t.segments[turn].text) or [t.segments[turn].text]
     start = next((i for i, x in enumerate(sents) if settles(x)), 0)
-    kept = [x.strip() for x in sents[start:] if x.strip() and not x.strip().endswith("?")]
+    # questions are left out ("Everyone happy?"), unless it is the settling sentence itself
+    # ("We're deciding to delay it, does that work?" comes out of Whisper as one sentence)
+    kept = [x.strip() for i, x in enumerate(sents[start:])
+            if x.strip() and (not x.strip().endswith("?") or (i == 0 and settles(x)))]
     return " ".join(kept[:most])
 
 

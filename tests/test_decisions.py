@@ -185,3 +185,14 @@ def test_a_settling_sentence_with_a_question_tagged_on_is_still_the_decision():
                               "work for marketing?", "line": 1}])
     assert m.decisions == ["And we are deciding to delay the launch to June 2nd, and does "
                            "that work for marketing?"]
+
+
+def test_what_named_people_will_do_is_theirs_to_do_not_the_groups_decision():
+    turns = [("S2", "If someone had time we could build a dashboard for it."),
+             ("S0", "Let's see how the export goes first."),
+             ("S1", "The export will do for now.")]
+    m, chat, _ = write(turns, lambda user: {"kind": "decision"},
+                       [{"text": "Declan Ward agreed to build a dashboard.", "line": 0},
+                        {"text": "The export will do for now, before a dashboard.", "line": 2}])
+    assert m.decisions == ["The export will do for now, before a dashboard."]
+    assert [k for k, _ in chat.asked].count("decide") == 1

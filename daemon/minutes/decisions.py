@@ -71,9 +71,10 @@ def candidates(t: SpeakerTranscript, draft: list[DraftDecision], cue_turns: list
                ) -> tuple[list[DecisionCandidate], list[DraftDecision]]:
     """The places to judge, in meeting order, and the draft's decisions no line supports.
 
-    A draft decision on a line an action item rests on (``taken``), where nothing sounds
-    like the group settling it, is that task again ("Priya agreed to send the export"):
-    not judged; the 1.5B model's check called every such one a decision."""
+    A draft decision on a line an action item rests on (``taken``), or one stating what
+    named people will do, where nothing sounds like the group settling it, is a task
+    ("Priya agreed to send the export"): not judged; the 1.5B model's check called every
+    such one a decision."""
     by_turn: dict[int, DecisionCandidate] = {}
     unsupported: list[DraftDecision] = []
     for d in draft:
@@ -90,14 +91,28 @@ def candidates(t: SpeakerTranscript, draft: list[DraftDecision], cue_turns: list
         # a cue next to a line the model gave is the same place
         near = next((by_turn[i] for i in (turn, turn - 1, turn + 1) if i in by_turn), None)
         (near or by_turn.setdefault(turn, DecisionCandidate(turn))).sources.add("cues")
-    ordered = sorted((c for c in by_turn.values()
-                      if "cues" in c.sources or c.turn not in taken), key=lambda c: c.turn)
+    people = _first_names(t)
+    ordered = sorted((c for c in by_turn.values() if "cues" in c.sources or (
+        c.turn not in taken and not _personal(c.hint, people))), key=lambda c: c.turn)
     if len(ordered) > MAX_CANDIDATES:  # both sources first, then the model's, then cues
         rank = sorted(ordered, key=lambda c: (-len(c.sources), "model" not in c.sources,
                                               c.turn))
         keep = {id(c) for c in rank[:MAX_CANDIDATES]}
         ordered = [c for c in ordered if id(c) in keep]
     return ordered, unsupported
+
+
+def _first_names(t: SpeakerTranscript) -> set[str]:
+    return {s.name.split()[0].lower() for s in t.speakers if s.name}
+
+
+def _personal(statement: str, people: set[str]) -> bool:
+    """A statement about what named people will do ("Priya Shah agreed to send the export",
+    "Martin and Priya will set up a call"): their commitment, an action item's business; a
+    decision is the group's ("The group agreed ...", "The launch moves to June")."""
+    first = statement.strip().split(maxsplit=1)[0].strip(",.:").lower() if statement.strip() \
+        else ""
+    return first in people
 
 
 def bounds(t: SpeakerTranscript, c: DecisionCandidate) -> tuple[int, int]:

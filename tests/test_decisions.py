@@ -196,3 +196,10 @@ def test_what_named_people_will_do_is_theirs_to_do_not_the_groups_decision():
                         {"text": "The export will do for now, before a dashboard.", "line": 2}])
     assert m.decisions == ["The export will do for now, before a dashboard."]
     assert [k for k, _ in chat.asked].count("decide") == 1
+
+
+def test_a_bare_agreed_is_not_a_decision_even_when_the_draft_says_so():
+    m, _, _ = write(CLINIC, by_line({2: {"kind": "decision"}, 4: {"kind": "decision"}}),
+                    [{"text": "Agreed.", "line": 4}])
+    assert m.decisions == ["Then let's do that from next week. Home visit requests after "
+                           "eleven go to the duty doctor."]

@@ -170,10 +170,11 @@ def _name_words(t: SpeakerTranscript) -> set[str]:
 
 def _says(text: str, said: str, names: set[str]) -> bool:
     """A wording of a decision that the lines support: a statement, not a question, sharing
-    enough of its words (names aside: "Ibrahim agreed" is not what was decided)."""
+    at least two of its words and enough of them (names aside: "Ibrahim agreed" or a bare
+    "Agreed." is not what was decided)."""
     words = content_words(text) - names
     shared = words & content_words(said)
-    return (not text.strip().endswith("?") and len(shared) >= min(2, len(words)) > 0
+    return (not text.strip().endswith("?") and len(shared) >= 2
             and len(shared) / len(words) >= DECISION_SUPPORT)
 
 

@@ -51,6 +51,6 @@ def decision_hints(t: SpeakerTranscript, limit: int = 20) -> list[str]:
     out: list[str] = []
     for seg in t.segments:
         for sent in split_sentences(seg.text):
-            if _DECIDED.search(sent):
+            if settles(sent):
                 out.append(f"{display_label(t, seg.speaker)}: {sent}")
     return out[:limit]

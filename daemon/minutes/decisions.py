@@ -7,8 +7,8 @@ The same shape as action items (:mod:`daemon.minutes.commitments`):
    (:func:`daemon.minutes.cues.decision_turns`; recall only, never the only path).
 2. **Judged alone**: the model sees a short excerpt around the line, marked with ``>>``,
    and says what kind of statement it is (a decision, a proposal left open, a fact, a task):
-   a few tokens per place. A settled one is worded by the draft if the line supports that
-   wording, else by the line itself, from where the speaker settles it: asked to word it
+   a few tokens per place. A settled one is quoted from its settling sentence on where one
+   was heard, else worded by the draft if the lines support that wording: asked to word it
    too, the 1.5B model copied the nearest sentence ("Everyone okay with that?"), and a
    sentence of output costs ~30 s a place on 2 CPU cores.
 3. **Checked**: a decision's words must be the excerpt's words (DECISION_SUPPORT); its
@@ -110,9 +110,8 @@ def _personal(statement: str, people: set[str]) -> bool:
     """A statement about what named people will do ("Priya Shah agreed to send the export",
     "Martin and Priya will set up a call"): their commitment, an action item's business; a
     decision is the group's ("The group agreed ...", "The launch moves to June")."""
-    first = statement.strip().split(maxsplit=1)[0].strip(",.:").lower() if statement.strip() \
-        else ""
-    return first in people
+    words = statement.split()
+    return bool(words) and words[0].strip(",.:").lower() in people
 
 
 def bounds(t: SpeakerTranscript, c: DecisionCandidate) -> tuple[int, int]:

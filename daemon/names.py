@@ -48,9 +48,10 @@ NOT_NAMES = set(["a", "about", "actually", "after", "again", "ah", "alright", "a
 
 _WORD = r"[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?"
 _ADDRESS_START = re.compile(rf"^(?:(?i:ok(?:ay)?|so|and|right|great|good|well|now|then|yes|thanks)[,.]?\s+)?({_WORD})\s*,\s*\w")
-# "..., David, can you collect the quotes?": a request to a name inside a sentence.
+# "..., David, can you collect the quotes?" / "That's a risk, Sam, you'd want a load test":
+# a name set off by commas inside a sentence and followed by a request or by "you".
 _ADDRESS_MID = re.compile(
-    rf"[,;:]\s*({_WORD})\s*,\s*(?:(?:can|could|would|will) you|please|I want|I need)\b")
+    rf"[,;:]\s*({_WORD})\s*,\s*(?:(?:can|could|would|will) you|please|I want|I need|you)\b")
 _ADDRESS_END = re.compile(rf",\s*({_WORD})\s*[?.!]*$")
 _THANKS = re.compile(rf"^(?:thanks|thank you|cheers)\s*,?\s+({_WORD})\b", re.I)
 # "I'm David" introduces; "I am David and Priya" (ASR for "I have ...") does not.

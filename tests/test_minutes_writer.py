@@ -237,3 +237,28 @@ def test_stated_decisions_are_cued_to_the_model():
     chat = ScriptedChat([json.dumps(GOOD)])
     W(chat).write(t, MeetingFacts("2026-05-12", 12.0, ["Olivia Grant", "Speaker 2"], spk))
     assert "states a decision" in chat.calls[0][1].content
+
+
+class CopyingJudge(ScriptedChat):
+    """A judge that words every task from the line before, as small models do."""
+
+    def chat(self, messages, max_new_tokens, json_output=False, on_token=None):
+        from daemon.minutes.commitments import JUDGE_SYSTEM
+
+        if messages[0].content == JUDGE_SYSTEM:
+            self.calls.append(messages)
+            return ('{"kind": "task", "owner": "David Chen", "task": "update the press '
+                    'release and send it", "due": "Friday"}')
+        return super().chat(messages, max_new_tokens, json_output, on_token)
+
+
+def test_a_task_worded_from_another_line_twice_keeps_the_speakers_own_words():
+    t, facts = meeting_with_tasks()
+    chat = CopyingJudge([json.dumps(GOOD)])
+    m = W(chat).write(t, facts)
+    judged = [c for c in chat.calls if "That task is not what" in c[-1].content]
+    assert judged, "the judge was told its task was not what was said"
+    assert [(a.owner, a.task) for a in m.action_items] == [
+        ("David Chen", "collect three quotes by Friday")]
+    assert m.action_items[0].due == "Friday"  # the judge's due stands: it was said there
+    assert any("own words" in f.message for f in m.flags), m.flags

@@ -118,6 +118,18 @@ def test_a_request_to_a_name_inside_a_sentence_is_evidence_too():
     assert names.get("S1") == "David"
 
 
+def test_a_name_set_off_by_commas_before_you_is_addressed():
+    # Whisper often runs "That's a risk. Sam, I want ..." into one sentence
+    t = transcript([
+        ("S0", "That's a risk, Sam, you'd want a full load test with a report."),
+        ("S1", "Understood, I'll run the load test this week."),
+        ("S0", "We met in Leeds, Paris, and Rome last year."),
+        ("S2", "Those were good trips."),
+    ])
+    names, _ = assign_names(t)
+    assert names == {"S1": "Sam"}
+
+
 def test_attendees_get_the_full_name_they_were_introduced_by():
     from daemon.names import assign_names
     from daemon.types import Speaker, SpeakerSegment, SpeakerTranscript

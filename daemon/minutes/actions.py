@@ -91,6 +91,15 @@ def _content(text: str) -> set[str]:
     return {w for w in re.findall(r"[a-z]{4,}", text.lower()) if w not in _STOP}
 
 
+def own_words(sentence: str) -> str:
+    """The task in a speaker's own commitment sentence: "Great, I'll make the final call on
+    Friday." -> "make the final call on Friday"; a sentence of another shape as it is."""
+    s = sentence.strip()
+    if (m := _SELF.search(s)) and not _TRIVIAL.match(m.group(1)):
+        return m.group(1).strip().rstrip(".!")
+    return s
+
+
 def speaker_named(t: SpeakerTranscript, name: str) -> str | None:
     """The speaker a spoken name refers to (name, surname or a short form), if just one."""
     person = match_person(name, [s.name for s in t.speakers if s.name])

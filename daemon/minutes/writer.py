@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ValidationError
 
 from daemon.errors import PermanentError
-from daemon.minutes.actions import task_cues
+from daemon.minutes.actions import own_words, task_cues
 from daemon.minutes.commitments import (
     FIND_SYSTEM,
     JUDGE_SYSTEM,
@@ -360,11 +360,18 @@ class LLMMinutesWriter:
                 got = self._ask(JUDGE_SYSTEM, judge_prompt(t, c) + "\n\n" + RETRY_UNSUPPORTED,
                                 Judged, max_new_tokens=min(200, self.max_new_tokens),
                                 what="an action item")
+                if got.is_task(cued=True) and not supported(got.task, evidence_text(t, c)):
+                    # Still a task, still worded from another line (small models copy the
+                    # line before): the speaker's own words stand, and the reader is told.
+                    got = Judged(kind="task", task=own_words(c.task_hint), due=got.due)
+                    self.repairs.append(
+                        f"the model worded the task at {hms(t.segments[c.first].start)} from "
+                        "another line; the speaker's own words are kept")
         except MinutesError:
             if "cues" not in c.sources:
                 return None
             # A cue stands on its own words rather than being lost; the reader is told.
-            got = Judged(task=c.task_hint, owner=None)
+            got = Judged(task=own_words(c.task_hint), owner=None)
             self.repairs.append(f"the model gave no valid answer for the task at "
                                 f"{hms(t.segments[c.first].start)}; its words are kept as said")
         return resolve(t, c, got)

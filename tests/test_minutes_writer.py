@@ -262,3 +262,10 @@ def test_a_task_worded_from_another_line_twice_keeps_the_speakers_own_words():
         ("David Chen", "collect three quotes by Friday")]
     assert m.action_items[0].due == "Friday"  # the judge's due stands: it was said there
     assert any("own words" in f.message for f in m.flags), m.flags
+
+
+def test_a_wish_the_judge_cannot_word_is_let_go():
+    t, facts = meeting_with_tasks()
+    t.segments[1].text = "If there is a better price, I'd like to know about the quotes too."
+    m = W(CopyingJudge([json.dumps(GOOD)])).write(t, facts)
+    assert m.action_items == []

@@ -91,6 +91,18 @@ def _content(text: str) -> set[str]:
     return {w for w in re.findall(r"[a-z]{4,}", text.lower()) if w not in _STOP}
 
 
+# A firm first-person commitment ("I'll ...", "leave that with me"), not a wish or an offer
+# ("I'd like to know that too", "I can look"): what stands on its own words when the model
+# cannot word the task from it.
+_FIRM = re.compile(r"\b(?:I'll|I will|I shall|I'm going to|I am going to|I volunteer to)\s+\w",
+                   re.I)
+
+
+def firm(sentence: str) -> bool:
+    return bool(_FIRM.search(sentence) or _SELF_SHORT.search(sentence)) and not (
+        (m := _SELF.search(sentence)) and _TRIVIAL.match(m.group(1)))
+
+
 def own_words(sentence: str) -> str:
     """The task in a speaker's own commitment sentence: "Great, I'll make the final call on
     Friday." -> "make the final call on Friday"; a sentence of another shape as it is."""

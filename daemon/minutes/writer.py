@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ValidationError
 
 from daemon.errors import PermanentError
-from daemon.minutes.actions import own_words, task_cues
+from daemon.minutes.actions import firm, own_words, task_cues
 from daemon.minutes.commitments import (
     FIND_SYSTEM,
     JUDGE_SYSTEM,
@@ -360,9 +360,11 @@ class LLMMinutesWriter:
                 got = self._ask(JUDGE_SYSTEM, judge_prompt(t, c) + "\n\n" + RETRY_UNSUPPORTED,
                                 Judged, max_new_tokens=min(200, self.max_new_tokens),
                                 what="an action item")
-                if got.is_task(cued=True) and not supported(got.task, evidence_text(t, c)):
+                if (got.is_task(cued=True) and not supported(got.task, evidence_text(t, c))
+                        and firm(c.task_hint)):
                     # Still a task, still worded from another line (small models copy the
-                    # line before): the speaker's own words stand, and the reader is told.
+                    # line before), and said as a firm "I'll ...": the speaker's own words
+                    # stand, and the reader is told.
                     got = Judged(kind="task", task=own_words(c.task_hint), due=got.due)
                     self.repairs.append(
                         f"the model worded the task at {hms(t.segments[c.first].start)} from "

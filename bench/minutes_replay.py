@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from daemon.minutes.evidence import check_minutes  # noqa: E402
 from daemon.minutes.writer import LLMMinutesWriter  # noqa: E402
+from daemon.pipeline import attendance  # noqa: E402
 from daemon.settings import load_settings  # noqa: E402
 from daemon.types import MeetingFacts, SpeakerTranscript  # noqa: E402
 
@@ -67,6 +68,8 @@ def main() -> int:
                     help="folders holding NAME/truth.json (default: the kit's dev/)")
     ap.add_argument("--config", default=None)
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--roster", choices=("truth", "none"), default="truth",
+                    help="as the run was given (bench/minutes.py --roster)")
     args = ap.parse_args()
     from transformers import AutoTokenizer
 
@@ -92,8 +95,13 @@ def main() -> int:
         except NotInTrace as exc:
             print(f"{d.name}: needs a real run (a question the trace lacks: ...{exc})")
             continue
+        truth = next((r / d.name for r in roots if (r / d.name / "truth.json").exists()), None)
+        if truth is not None and args.roster == "truth":  # the attendee list bench/minutes.py gives (rosters from truth)
+            people = [s["name"] if isinstance(s, dict) else s
+                      for s in json.loads((truth / "truth.json").read_text()).get("speakers", [])]
+            m.attendees = attendance(facts, people) if people else m.attendees
         new = {**old, **{k: v for k, v in m.to_json().items()
-                         if k in ("decisions", "decision_evidence", "action_items",
+                         if k in ("attendees", "decisions", "decision_evidence", "action_items",
                                   "quality_flags", "topics", "discussion_points")}}
         problems = check_minutes(new, t.to_json())
         line = f"{d.name}: replayed {chat.asked}/{len(calls)} answers, evidence problems {len(problems)}"
@@ -101,8 +109,6 @@ def main() -> int:
             if not (d / "minutes.run.json").exists():
                 shutil.copy(d / "minutes.json", d / "minutes.run.json")
             (d / "minutes.json").write_text(json.dumps(new, indent=2, ensure_ascii=False))
-            truth = next((r / d.name for r in roots if (r / d.name / "truth.json").exists()),
-                         None)
             if truth is not None:
                 score = subprocess.run([sys.executable, str(args.eval / "score.py"), str(truth),
                                         str(d)], capture_output=True, text=True).stdout.strip()

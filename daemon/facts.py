@@ -9,7 +9,8 @@ field is optional::
     time: "14:00"             # HH:MM, 24 h
     language: en              # ISO 639-1 code: Whisper decodes in it, no detection
     attendees:                # full names: the roster for naming, Whisper's spelling
-      - Grace Kim             #   hints, and at most this many speakers for diarization
+      - Grace Kim             #   hints, at most this many speakers for diarization, and
+                              #   the minutes' attendee list
       - Tomas Novak
     speakers: 2               # the exact number of voices, when known
 

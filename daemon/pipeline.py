@@ -196,7 +196,21 @@ def finish_minutes(m: Minutes, facts: MeetingFacts, info: MeetingInfo | None) ->
     m.date, m.date_source = facts.date, facts.date_source
     if info and info.title:
         m.title = info.title
+    if info and info.attendees:
+        m.attendees = attendance(facts, info.attendees)
     return m
+
+
+def attendance(facts: MeetingFacts, listed: list[str]) -> list[str]:
+    """Who was there, when the recording's facts list the attendees: the named speakers in
+    order of first speech, then the listed people nobody's voice or words named (the list
+    says they were there: a quiet attendee, or a name Whisper misheard), then "Speaker N"
+    labels only for voices beyond the list (someone who was not on it)."""
+    named = [a for a in facts.attendees
+             if any(s.name == a for s in facts.speakers)]
+    labels = [a for a in facts.attendees if a not in named]
+    missing = [p for p in dict.fromkeys(listed) if p not in named]
+    return named + missing + (labels if len(labels) > len(missing) else [])
 
 
 # --------------------------------------------------------------------------- the whole pipeline

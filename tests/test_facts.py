@@ -13,10 +13,10 @@ import pytest
 from daemon import facts
 from daemon.confined import Confined
 from daemon.facts import MeetingFactsError, parse
-from daemon.pipeline import meeting_when, roster_prompt, speaker_bounds
+from daemon.pipeline import attendance, meeting_when, roster_prompt, speaker_bounds
 from daemon.render import minutes_markdown
 from daemon.settings import Settings
-from daemon.types import MeetingInfo, Minutes
+from daemon.types import MeetingFacts, MeetingInfo, Minutes, Speaker
 
 GOOD_YAML = b"""\
 title: Weekly design review
@@ -207,6 +207,18 @@ def test_process_reads_the_sidecar_beside_file(tmp_path):
     with pytest.raises(MeetingFactsError) as e:
         read_facts(str(rec), get_logger())
     assert exit_code(e.value) == EXIT_BAD_INPUT
+
+
+def test_listed_attendees_nobody_named_are_still_attendees():
+    spk = [Speaker("S0", "Elena Rossi", 60), Speaker("S1", None, 40), Speaker("S2", None, 30)]
+    facts = MeetingFacts("2026-01-01", 60.0, ["Elena Rossi", "Speaker 2", "Speaker 3"], spk)
+    listed = ["Elena Rossi", "Jun Tanaka", "Tomasz Nowak"]
+    # two voices nobody named, two listed people nobody recognised: they are those two
+    assert attendance(facts, listed) == listed
+    # three unnamed voices for two unrecognised names: someone was not on the list
+    spk.append(Speaker("S3", None, 10))
+    facts.attendees.append("Speaker 4")
+    assert attendance(facts, listed) == listed + ["Speaker 2", "Speaker 3", "Speaker 4"]
 
 
 # --------------------------------------------------------------------------- facts with voices

@@ -212,9 +212,15 @@ def correct(rec: ArchiveRecord, set_names: list[tuple[str, str]] | None = None,
         new = renames.get(a, a)
         if new not in attendees:
             attendees.append(new)
-    for i, s in enumerate(t.speakers):  # every speaker who spoke is an attendee
-        label = s.name or f"Speaker {i + 1}"
-        if s.talk_time_s > 0 and label not in attendees:
+    # Every speaker who spoke is an attendee; unnamed ones by label, unless the recording's
+    # attendee list already has as many people nobody's voice was given to (they are them).
+    heard = [(s, s.name or f"Speaker {i + 1}") for i, s in enumerate(t.speakers)
+             if s.talk_time_s > 0]
+    spare = [a for a in attendees if a not in {s.name for s, _ in heard}
+             and not re.fullmatch(r"Speaker \d+", a)]
+    unnamed = [label for s, label in heard if not s.name]
+    for s, label in heard:
+        if label not in attendees and (s.name or len(unnamed) > len(spare)):
             attendees.append(label)
     m.attendees = attendees
     return changes

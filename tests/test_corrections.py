@@ -67,6 +67,18 @@ def test_set_renames_everywhere_the_minutes_say_who():
     assert m.decisions == ["Grace Kim's plan is accepted."]
 
 
+def test_a_listed_attendee_named_later_is_not_listed_twice():
+    rec = record()  # the recording's facts listed Omar Haddad and Li Wei; nobody named them
+    rec.minutes.attendees = ["Grace", "Omar Haddad", "Li Wei"]
+    correct(rec, parse_pairs(["SPEAKER_00=Omar Haddad"], "--set"))
+    # the other unnamed voice is Li Wei, who is listed: no "Speaker 3" beside her
+    assert rec.minutes.attendees == ["Grace", "Omar Haddad", "Li Wei"]
+    rec = record()
+    rec.minutes.attendees = ["Grace", "Omar Haddad"]  # a voice beyond the list keeps its label
+    correct(rec, parse_pairs(["SPEAKER_00=Omar Haddad"], "--set"))
+    assert rec.minutes.attendees == ["Grace", "Omar Haddad", "Speaker 3"]
+
+
 def test_merge_and_labels_as_people_type_them():
     rec = record()
     changes = correct(rec, merges=parse_pairs(["Speaker 3=speaker_00"], "--merge"),

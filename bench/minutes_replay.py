@@ -84,8 +84,10 @@ def main() -> int:
         calls = [json.loads(line) for line in (d / "llm.jsonl").open()]
         old = json.loads((d / "minutes.json").read_text())
         t = SpeakerTranscript.from_json(json.loads((d / "transcript.json").read_text()))
+        heard = list(dict.fromkeys(s.name or f"Speaker {i + 1}"
+                                   for i, s in enumerate(t.speakers)))  # as meeting_facts()
         facts = MeetingFacts(date=old["date"], duration_s=t.duration_s,
-                             attendees=list(old["attendees"]), speakers=list(t.speakers))
+                             attendees=heard, speakers=list(t.speakers))
         chat = ReplayChat(calls, tokenizer, min(settings.llm.context_tokens, 32768))
         writer = LLMMinutesWriter(chat, settings.llm.max_new_tokens,
                                   settings.minutes.max_attempts,

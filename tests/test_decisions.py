@@ -203,3 +203,26 @@ def test_a_bare_agreed_is_not_a_decision_even_when_the_draft_says_so():
                     [{"text": "Agreed.", "line": 4}])
     assert m.decisions == ["Then let's do that from next week. Home visit requests after "
                            "eleven go to the duty doctor."]
+
+
+def test_a_settling_line_that_only_points_back_states_the_proposal_it_settled():
+    turns = [("S0", "Lisbon or Vancouver for the paper?"),
+             ("S1", "No, I agree. We submit to the Lisbon workshop and aim for the main "
+                    "conference next year."),
+             ("S2", "Fine by me."),
+             ("S1", "Good, that's settled then. Moira, the cluster.")]
+    m, _, _ = write(turns, by_line({3: {"kind": "decision", "decision": None}}))
+    assert m.decisions == ["We submit to the Lisbon workshop and aim for the main conference "
+                           "next year."]
+    assert [q.turn for q in m.decision_evidence[0]] == [1, 3]
+
+
+def test_a_draft_decision_on_a_line_that_hands_someone_a_task_is_not_judged():
+    turns = [("S0", "The reviews are back."),
+             ("S1", "Right, David, you are going to handle the responses to the reviewers."),
+             ("S2", "I can do that.")]
+    m, chat, _ = write(turns, by_line({1: {"kind": "decision", "decision": None}}),
+                       [{"text": "The committee decided to handle the responses to the "
+                                 "reviewers.", "line": 1}])
+    assert m.decisions == []
+    assert not any(k == "decide" for k, _ in chat.asked)

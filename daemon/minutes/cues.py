@@ -39,6 +39,21 @@ def settles(sentence: str) -> bool:
     return bool(_DECIDED.search(sentence))
 
 
+# Words a settling sentence is made of when it only points back ("Good, that's settled
+# then.", "Agreed, let's do that.", "Everyone happy with that?"): what was settled is the
+# proposal before it.
+_POINTING = set(["good", "great", "fine", "okay", "right", "then", "that", "that's", "this", "it's", "well", "also", "just", "really", "sounds", "done", "perfect", "lovely", "excellent", "brilliant", "happy", "final", "plan", "settled", "agreed", "agree", "decided", "decision", "everyone", "everybody", "with", "them", "those", "these", "there"])
+
+
+def points_back(text: str, names: set[str] = frozenset()) -> bool:
+    """Whether what a settling sentence (and the rest of its line) says is nothing of what
+    was settled (English, like the settling cues): fewer than two words of its own beyond
+    the settling ones and ``names`` ("Good, that's settled then. Oliver, the cluster.")."""
+    rest = _DECIDED.sub(" ", text)
+    return len([w for w in re.findall(r"[\w'’]+", rest.lower())
+                if len(w) >= 4 and w not in _POINTING and w not in names]) < 2
+
+
 def decision_turns(t: SpeakerTranscript) -> list[int]:
     """Segments where a sentence sounds like the group settling something."""
     return [i for i, seg in enumerate(t.segments)

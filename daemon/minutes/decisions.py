@@ -18,12 +18,14 @@ The same shape as action items (:mod:`daemon.minutes.commitments`):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from daemon.minutes.commitments import numbered_lines
-from daemon.minutes.cues import settles
+from daemon.minutes.cues import points_back, settles
 from daemon.minutes.evidence import best_sentence, content_words, overlap, quote
 from daemon.minutes.schema import DraftDecision
+from daemon.names import NOT_NAMES
 from daemon.text import split_sentences
 from daemon.types import Quote, SpeakerTranscript
 
@@ -93,7 +95,8 @@ def candidates(t: SpeakerTranscript, draft: list[DraftDecision], cue_turns: list
         (near or by_turn.setdefault(turn, DecisionCandidate(turn))).sources.add("cues")
     people = _first_names(t)
     ordered = sorted((c for c in by_turn.values() if "cues" in c.sources or (
-        c.turn not in taken and not _personal(c.hint, people))), key=lambda c: c.turn)
+        c.turn not in taken and not _personal(c.hint, people)
+        and not _asks_someone(t.segments[c.turn].text))), key=lambda c: c.turn)
     if len(ordered) > MAX_CANDIDATES:  # both sources first, then the model's, then cues
         rank = sorted(ordered, key=lambda c: (-len(c.sources), "model" not in c.sources,
                                               c.turn))
@@ -104,6 +107,15 @@ def candidates(t: SpeakerTranscript, draft: list[DraftDecision], cue_turns: list
 
 def _first_names(t: SpeakerTranscript) -> set[str]:
     return {s.name.split()[0].lower() for s in t.speakers if s.name}
+
+
+# "Thomas, you are going to handle the responses", "..., Priya, could you ...": a line that
+# hands something to a person by name is a task for them, not the group's decision.
+_ASKS = re.compile(r"\b([A-Z][a-z]+),\s+(?:you\b|(?:can|could|would|will) you\b|please\b)")
+
+
+def _asks_someone(line: str) -> bool:
+    return any(m.group(1).lower() not in NOT_NAMES for m in _ASKS.finditer(line))
 
 
 def _personal(statement: str, people: set[str]) -> bool:
@@ -149,6 +161,11 @@ def resolve(t: SpeakerTranscript, c: DecisionCandidate, written: str | None
     # quote cannot misstate it); elsewhere the model's wording, if the lines support it.
     text = own if own and _settles_in(t, c.turn) else next(
         (x.strip() for x in (written, c.hint) if x and _says(x, said, names)), None) or own
+    if text and text == own and (prop := _proposal(t, c.turn, lo, own, names)) is not None:
+        # "Good, that's settled then." settles the proposal before it: that is the decision
+        text = " ".join(x.strip() for x in _stated(t, prop) if len(content_words(x)) >= 2)
+        return text, [quote(t, prop, best_sentence(t, prop, text)),
+                      quote(t, c.turn, _settling_sentence(t, c.turn))]
     if not text:
         return None
     # Evidence: the marked line's sentence that says it best, and any other line of the
@@ -161,6 +178,34 @@ def resolve(t: SpeakerTranscript, c: DecisionCandidate, written: str | None
         turns.add(scored[0][1])
     quotes = [quote(t, i, best_sentence(t, i, text)) for i in sorted(turns)]
     return text, quotes
+
+
+def _settling_sentence(t: SpeakerTranscript, turn: int) -> str:
+    sents = split_sentences(t.segments[turn].text) or [t.segments[turn].text]
+    return next((x for x in sents if settles(x)), sents[0])
+
+
+# A proposal a settling sentence points back to: a statement of this many words of its own.
+PROPOSAL_WORDS = 3
+
+
+def _proposal(t: SpeakerTranscript, turn: int, lo: int, own: str, names: set[str]
+              ) -> int | None:
+    """The line a settling sentence that only points back settles (``own``: the line from
+    the settling sentence on): the latest line of the excerpt before it that states
+    something (not questions, not "Fine by me.")."""
+    if not _settles_in(t, turn) or not points_back(own, names):
+        return None
+    for i in range(turn - 1, lo - 1, -1):
+        if any(len(content_words(x)) >= PROPOSAL_WORDS for x in _stated(t, i)):
+            return i
+    return None
+
+
+def _stated(t: SpeakerTranscript, turn: int) -> list[str]:
+    """A line's statements: its sentences that neither ask nor settle."""
+    return [x for x in split_sentences(t.segments[turn].text)
+            if x.strip() and not x.strip().endswith("?") and not settles(x)]
 
 
 def _name_words(t: SpeakerTranscript) -> set[str]:

@@ -125,3 +125,16 @@ def test_checking_the_line_is_not_a_request():
     t = transcript([("S0", "Can you all hear me?"), ("S1", "Yes, loud and clear.")],
                    {"S0": "Maria Lopez"})
     assert find_commitments(t) == []
+
+
+def test_firm_commitments_are_told_from_wishes_and_vague_offers():
+    from daemon.minutes.actions import firm, own_words
+
+    for s in ("Great, I'll make the final call on Friday.", "Leave that with me.",
+              "Thanks, and I can get you a draft of the introduction by Monday."):
+        assert firm(s), s
+    for s in ("But if there is a better price, I'd like to know that too.",
+              "I can look at it sometime.", "I'll be honest, it is a mess."):
+        assert not firm(s), s
+    assert own_words("Great, I'll make the final call on Friday.") == (
+        "make the final call on Friday")

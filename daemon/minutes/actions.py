@@ -91,11 +91,11 @@ def _content(text: str) -> set[str]:
     return {w for w in re.findall(r"[a-z]{4,}", text.lower()) if w not in _STOP}
 
 
-# A firm first-person commitment ("I'll ...", "leave that with me"), not a wish or an offer
-# ("I'd like to know that too", "I can look"): what stands on its own words when the model
-# cannot word the task from it.
-_FIRM = re.compile(r"\b(?:I'll|I will|I shall|I'm going to|I am going to|I volunteer to)\s+\w",
-                   re.I)
+# A firm first-person commitment ("I'll ...", "I can get you a draft by Monday", "leave that
+# with me"), not a wish or a vague offer ("I'd like to know that too", "I can look"): what
+# stands on its own words when the model cannot word the task from it.
+_FIRM = re.compile(r"\b(?:I'll|I will|I shall|I'm going to|I am going to|I volunteer to|"
+                   r"I can (?:get|have|send|take|do))\s+\w", re.I)
 
 
 def firm(sentence: str) -> bool:

@@ -138,3 +138,10 @@ def test_firm_commitments_are_told_from_wishes_and_vague_offers():
         assert not firm(s), s
     assert own_words("Great, I'll make the final call on Friday.") == (
         "make the final call on Friday")
+
+
+def test_running_the_meeting_is_not_a_task():
+    t = transcript([("S0", "Then I shall put the motion, that we take the lease. All in favour?"),
+                    ("S1", "I'll write to the landlord this week.")], {"S0": "Eleanor Fair",
+                                                                       "S1": "Victor Ade"})
+    assert [(c.owner, c.commitments[0].turn) for c in task_cues(t)] == [("S1", 1)]

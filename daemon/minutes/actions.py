@@ -27,13 +27,16 @@ from daemon.minutes.owners import match_person
 from daemon.text import split_sentences
 from daemon.types import SpeakerTranscript
 
-# "I'll be honest", "I'll see you next week", "I will start with the budget": not tasks.
+# "I'll be honest", "I'll see you next week", "I will start with the budget", "I shall put the
+# motion" (running the meeting): not tasks.
 _TRIVIAL = re.compile(
     r"^(?:be\b|stay\b|see you|start\b|begin\b|stop\b|say\b|tell you\b|keep (?:it|this) short|"
     r"hand (?:it )?(?:over|back)|pass (?:it )?(?:over|on)|let you\b|try to be brief|"
     r"take (?:a|that) question|just say|leave it there|wrap up|go first|admit|bet\b|"
-    r"answer that|repeat that|get started|chair\b|take the chair|ask (?:you|everyone|everybody|"
-    r"people|the room) (?:to|for|if|whether)|keep (?:this|it) brief|move on)", re.I)
+    r"answer that|repeat that|get started|chair\b|take the chair|"
+    r"put (?:the|this|that|a) (?:motion|question|proposal|resolution)\b|take (?:a|the) vote\b|"
+    r"ask (?:you|everyone|everybody|people|the room) (?:to|for|if|whether)|keep (?:this|it) brief|"
+    r"move on)", re.I)
 _SELF = re.compile(
     r"\b(?:I(?:'ll| will| shall|'m going to| am going to|'d like to| would like to| can take| "
     r"can do| will take| volunteer to| plan to| can get| can have| can send| could take| "

@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from daemon.minutes.evidence import check_minutes  # noqa: E402
 from daemon.minutes.writer import LLMMinutesWriter  # noqa: E402
-from daemon.pipeline import attendance  # noqa: E402
+from daemon.pipeline import attendance, heard_attendees  # noqa: E402
 from daemon.settings import load_settings  # noqa: E402
 from daemon.types import MeetingFacts, SpeakerTranscript  # noqa: E402
 
@@ -84,10 +84,8 @@ def main() -> int:
         calls = [json.loads(line) for line in (d / "llm.jsonl").open()]
         old = json.loads((d / "minutes.json").read_text())
         t = SpeakerTranscript.from_json(json.loads((d / "transcript.json").read_text()))
-        heard = list(dict.fromkeys(s.name or f"Speaker {i + 1}"
-                                   for i, s in enumerate(t.speakers)))  # as meeting_facts()
         facts = MeetingFacts(date=old["date"], duration_s=t.duration_s,
-                             attendees=heard, speakers=list(t.speakers))
+                             attendees=heard_attendees(t), speakers=list(t.speakers))
         chat = ReplayChat(calls, tokenizer, min(settings.llm.context_tokens, 32768))
         writer = LLMMinutesWriter(chat, settings.llm.max_new_tokens,
                                   settings.minutes.max_attempts,
@@ -98,7 +96,7 @@ def main() -> int:
             print(f"{d.name}: needs a real run (a question the trace lacks: ...{exc})")
             continue
         truth = next((r / d.name for r in roots if (r / d.name / "truth.json").exists()), None)
-        if truth is not None and args.roster == "truth":  # the attendee list bench/minutes.py gives (rosters from truth)
+        if truth is not None and args.roster == "truth":  # as bench/minutes.py gives them
             people = [s["name"] if isinstance(s, dict) else s
                       for s in json.loads((truth / "truth.json").read_text()).get("speakers", [])]
             m.attendees = attendance(facts, people) if people else m.attendees

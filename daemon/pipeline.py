@@ -181,13 +181,14 @@ def meeting_when(path: str | Path, configured: str | None = None, name: str | No
 def meeting_facts(t: SpeakerTranscript, path: str | Path, settings: Settings,
                   info: MeetingInfo | None = None, name: str | None = None) -> MeetingFacts:
     date, hhmm, source = meeting_when(path, settings.minutes.date, name=name, info=info)
-    attendees: list[str] = []
-    for i, s in enumerate(t.speakers):
-        label = s.name or f"Speaker {i + 1}"
-        if label not in attendees:
-            attendees.append(label)
-    return MeetingFacts(date=date, time=hhmm, duration_s=t.duration_s, attendees=attendees,
+    return MeetingFacts(date=date, time=hhmm, duration_s=t.duration_s,
+                        attendees=heard_attendees(t),
                         speakers=list(t.speakers), source=t.source, date_source=source)
+
+
+def heard_attendees(t: SpeakerTranscript) -> list[str]:
+    """The speakers heard, by name or "Speaker N", in order of first speech."""
+    return list(dict.fromkeys(s.name or f"Speaker {i + 1}" for i, s in enumerate(t.speakers)))
 
 
 def finish_minutes(m: Minutes, facts: MeetingFacts, info: MeetingInfo | None) -> Minutes:

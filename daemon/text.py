@@ -12,9 +12,15 @@ import re
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
+# A title's full stop does not end a sentence: "Thank you, Mr. Range." is one.
+_SENTENCE_END = re.compile(r"(?<=[.?!])(?<!\bMr\.)(?<!\bMrs\.)(?<!\bMs\.)(?<!\bMx\.)(?<!\bDr\.)"
+                           r"(?<!\bSt\.)(?<!\bProf\.)\s+")
+
+
 def split_sentences(text: str) -> list[str]:
-    """``text`` cut after ., ? and ! (what Whisper's punctuation gives)."""
-    return [s.strip() for s in re.split(r"(?<=[.?!])\s+", text) if s.strip()]
+    """``text`` cut after ., ? and ! (what Whisper's punctuation gives), not after a title
+    ("Mr.", "Dr.")."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
 
 
 def _escape(m: re.Match[str]) -> str:

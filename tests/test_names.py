@@ -169,3 +169,79 @@ def test_a_roster_name_whisper_misspelled_is_still_that_person():
     assert _canon("Reed", roster) == "Mark Reed"  # the exact name wins over a near one
     assert _canon("Reyd", roster) is None  # Reid or Reed: not guessed
     assert _canon("Table", roster) is None
+
+
+def test_titles_and_a_name_alone_hand_the_floor_to_that_person():
+    roster = ["Eleanor Fairbrother", "Victor Adeyemi", "Philippa Grange", "Rohan Mehta"]
+    t = transcript([
+        ("S0", "I am Eleanor Fairbrother, and I shall chair tonight."),
+        ("S3", "For the record, I wish to declare an interest."),
+        ("S0", "Thank you, Mister Mehta. That is noted. Item one, the warehouse. Mr. Adeyemi?"),
+        ("S1", "Thank you, Chair. We have been offered a unit."),
+        ("S0", "Item three. Governance. Miss Grange."),
+        ("S2", "The annual return is due on the thirtieth, Madam Chair."),
+    ])
+    names, ev = assign_names(t, roster)
+    assert names == {"S0": "Eleanor Fairbrother", "S3": "Rohan Mehta", "S1": "Victor Adeyemi",
+                     "S2": "Philippa Grange"}
+    assert any("given the floor" in r for r in ev.reasons)
+    # "Chair" is how one addresses the chair, not a name
+    assert "Chair" not in {n for d in assign_names(t)[1].scores.values() for n in d}
+
+
+def test_a_turn_opening_with_a_full_name_and_a_role_introduces_the_speaker():
+    t = transcript([("S0", "Okay, let's start, I chair this committee."),
+                    ("S1", "Frank Doyle, site manager, for anyone who hasn't met me."),
+                    ("S2", "Emily Stone, business manager. I look after the money."),
+                    ("S0", "Thanks both.")])
+    assert assign_names(t)[0] == {"S1": "Frank Doyle", "S2": "Emily Stone"}
+    # introducing someone else, or thanking them, is not saying one's own name
+    for line in ("Victor Adeyemi, our treasurer, will present the accounts.",
+                 "Thanks Martin, talk soon."):
+        names, _ = assign_names(transcript([("S0", line)]))
+        assert "S0" not in names
+
+
+def test_a_full_name_asked_a_question_is_the_next_speaker():
+    roster = ["Hugo Brandt", "Mei Lin Chow", "Aaron Whitlock"]
+    t = transcript([("S0", "I'm Hugo, filling in today. Mei Lin Chow, do you want to start?"),
+                    ("S1", "Sure. I finished the invoice export."),
+                    ("S0", "Great. Aaron Whitlock?"),
+                    ("S2", "Yeah. I upgraded the driver.")])
+    assert assign_names(t, roster)[0] == {"S0": "Hugo Brandt", "S1": "Mei Lin Chow",
+                                          "S2": "Aaron Whitlock"}
+
+
+def test_a_name_at_the_end_of_a_statement_answers_the_previous_speaker():
+    t = transcript([("S0", "Right, shall we make a start? Thanks for coming out."),
+                    ("S1", "Wouldn't miss it, Gordon. Someone promised biscuits."),
+                    ("S2", "They are on the side, I think."),
+                    ("S1", "Over to you, Wendy."),
+                    ("S2", "Thanks. The hedge is next.")])
+    names, _ = assign_names(t)
+    # Gordon answers nobody here: S1 answers S0; "Over to you, Wendy" hands over to S2
+    assert names == {"S0": "Gordon", "S2": "Wendy"}
+    # at the end of a longer turn, the name hands over (Whisper's full stop for a "?")
+    t = transcript([("S0", "Right. Third thing, the phones at eight in the morning, Tomasz."),
+                    ("S1", "We get three hundred calls between eight and half past."),
+                    ("S0", "That is a lot.")])
+    assert assign_names(t)[0] == {"S1": "Tomasz"}
+
+
+def test_a_surname_said_alone_gets_the_first_name_said_with_it():
+    t = transcript([("S0", "Present are our treasurer, Mister Victor Adeyemi, and others."),
+                    ("S1", "Good evening."),
+                    ("S0", "Item one. Mister Adeyemi, would you introduce it?"),
+                    ("S1", "Thank you. We have a unit on offer.")])
+    assert assign_names(t)[0] == {"S1": "Victor Adeyemi"}
+
+
+def test_a_name_whisper_spelled_by_its_sound_is_that_roster_person_only_when_written_as_a_name():
+    roster = ["Elena Rossi", "Jun Tanaka", "Chris Wood"]
+    t = transcript([("S0", "Then, Jen, could you take the reviewer responses instead?"),
+                    ("S1", "Sure, I can take that."),
+                    ("S0", "Cheers, that helps a lot."),
+                    ("S2", "Cheers.")])
+    names, _ = assign_names(t, roster)
+    assert names.get("S1") == "Jun Tanaka"  # "Jen" is written as a name, and sounds as Jun
+    assert "Chris Wood" not in names.values()  # "Cheers" sounds alike, but is not a name

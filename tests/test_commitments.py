@@ -251,3 +251,27 @@ def test_the_one_asked_who_says_no_does_not_own_it():
     assert [(a.owner, a.task) for a in m.action_items] == [("Priya Shah",
                                                           "get a quote for a skip")]
     assert check_minutes(m.to_json(), t.to_json()) == []
+
+
+def test_an_acceptance_that_only_says_it_is_worded_from_what_it_answers():
+    """"Sure, I'll take it": the task is what was said before the ask, and it stands."""
+    t = transcript([
+        ("S0", "Someone needs to be here when the landlord does the inspection, with photos."),
+        ("S1", "Could Priya do that instead? She works from home on Wednesdays."),
+        ("S2", "Sure, I'll take it."),
+        ("S0", "Good. Boxes next."),
+    ], NAMES)
+    chat = RoutedChat(judge={i: {"kind": "task", "owner": "Priya Shah",
+                                 "task": "Be here for the landlord's inspection with the photos",
+                                 "line": 2} for i in range(3)})
+    m = LLMMinutesWriter(chat, action_items="cues").write(t, facts(t))
+    assert [(a.owner, a.task) for a in m.action_items] == [
+        ("Priya Shah", "Be here for the landlord's inspection with the photos")]
+    assert check_minutes(m.to_json(), t.to_json()) == []
+    # words from nowhere near it still do not stand: her own words do, and the reader is told
+    chat = RoutedChat(judge={i: {"kind": "task", "owner": "Priya Shah",
+                                 "task": "Order the new printer cartridges", "line": 2}
+                             for i in range(3)})
+    m = LLMMinutesWriter(chat, action_items="cues").write(t, facts(t))
+    assert [a.task for a in m.action_items] == ["take it"]
+    assert any("own words" in f.message for f in m.flags)

@@ -207,7 +207,9 @@ person takes on,
   "task": a person says they will do something, or is asked and agrees.
 For "task": "owner" is the person who will do it (if it is handed to someone else later in \
 the excerpt and they agree, that person); "task" is what they will do, as a short imperative \
-in the marked lines' own words; "due" is the deadline said with it, or null.
+in the marked lines' own words that makes sense on its own (where they only say "I'll take \
+it" or "that's mine", what "it" is, in the words of the line they answer); "due" is the \
+deadline said with it, or null.
 For the other kinds, "owner", "task" and "due" are null.
 Use only what the excerpt says; keep names, numbers and dates as said."""
 
@@ -233,6 +235,9 @@ def judge_prompt(t: SpeakerTranscript, c: Candidate) -> str:
 # Share of a judged task's words that must occur in its excerpt (the model words the task,
 # but from what was said; a task made of other words is the model's invention).
 TASK_SUPPORT = 0.25
+# Fewer content words than this in the owner's own lines ("Sure, I'll take it", "That one's
+# mine"): the task may be worded from the two lines before the ask, which say what it is.
+CONTENTLESS = 4
 
 
 def resolve(t: SpeakerTranscript, c: Candidate, j: Judged) -> ActionItem | None:
@@ -273,6 +278,10 @@ def resolve(t: SpeakerTranscript, c: Candidate, j: Judged) -> ActionItem | None:
     if not evidence_turns:
         return None
     said = " ".join(segs[i].text for i in evidence_turns)
+    if len(content_words(" ".join(segs[i].text for i in own))) < CONTENTLESS:
+        # "Sure, I'll take it": what "it" is was said just before the ask
+        said = " ".join(segs[i].text for i in range(max(lo, evidence_turns[0] - 2),
+                                                    evidence_turns[0])) + " " + said
     if not supported(j.task, said):
         return None  # the task is not what these lines say: the model read it elsewhere
     how = "took it on"
@@ -315,7 +324,14 @@ def supported(task: str, said: str) -> bool:
 
 
 def evidence_text(t: SpeakerTranscript, c: Candidate) -> str:
-    return " ".join(t.segments[i].text for i in c.turns)
+    """What the candidate's lines say, and when its owner's words alone do not say what the
+    task is ("Sure, I'll take it"), the two lines before them too."""
+    segs = t.segments
+    said = " ".join(segs[i].text for i in c.turns)
+    own = [i for i in c.turns if c.owner is None or segs[i].speaker == c.owner]
+    if len(content_words(" ".join(segs[i].text for i in own))) < CONTENTLESS:
+        said = " ".join(segs[i].text for i in range(max(0, c.first - 2), c.first)) + " " + said
+    return said
 
 
 RETRY_UNSUPPORTED = ("That task is not what the marked line(s) say. Write the task taken on "

@@ -226,3 +226,21 @@ def test_a_draft_decision_on_a_line_that_hands_someone_a_task_is_not_judged():
                                  "reviewers.", "line": 1}])
     assert m.decisions == []
     assert not any(k == "decide" for k, _ in chat.asked)
+
+
+def test_a_group_agreeing_in_turn_without_saying_agreed_is_heard():
+    freeze = [("S0", "Priti wanted a code freeze before the release next week."),
+              ("S1", "I'd say Thursday. That gives QA one full day."),
+              ("S2", "Thursday works."),
+              ("S0", "Fine by me."),
+              ("S1", "Okay, so the release code freeze is Thursday at noon. Bug fixes only."),
+              ("S2", "Right, next thing.")]
+    t = transcript(freeze, NAMES)
+    # the restatement after the assents, which no settling word marks
+    assert decision_turns(t) == [4]
+    m, chat, _ = write(freeze, by_line({4: {"kind": "decision"}}))
+    assert m.decisions == ["Okay, so the release code freeze is Thursday at noon. Bug fixes only."]
+    # one person saying yes twice, or a chat of short lines, is not a group agreeing
+    assert decision_turns(transcript([("S0", "Shall we get coffee?"), ("S1", "Sure."),
+                                      ("S1", "Yes, good."), ("S2", "See you later."),
+                                      ("S0", "Bye.")], NAMES)) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+from daemon.minutes.evidence import content_words
 from daemon.names import display_label
 from daemon.text import split_sentences
 from daemon.types import SpeakerTranscript
@@ -54,10 +55,61 @@ def points_back(text: str, names: set[str] = frozenset()) -> bool:
                 if len(w) >= 4 and w not in _POINTING and w not in names]) < 2
 
 
+# A short reply that assents ("Thursday works.", "Fine by me.", "Yes, okay.", "Same here."):
+# two or more of them from different people in a row are how a group agrees without saying
+# "agreed" (English, like the settling cues; the model reads every language).
+_ASSENT = re.compile(
+    r"\b(?:yes|yeah|yep|yup|sure|okay|ok|fine|agreed?|works|good|great|happy|reasonable|fair|"
+    r"no objections?|same here|me too|sounds|makes sense|i'm in|absolutely|definitely|"
+    r"of course|perfect|deal|in favou?r|support)\b", re.I)
+ASSENT_WORDS = 8  # a reply that assents is this short
+
+
+def _assents(text: str) -> bool:
+    sents = split_sentences(text)
+    return (bool(sents) and not text.rstrip().endswith("?")
+            and len(re.findall(r"[\w'’]+", text)) <= ASSENT_WORDS
+            and bool(_ASSENT.search(sents[0])))
+
+
+def consensus_turns(t: SpeakerTranscript) -> list[int]:
+    """Where a group agreed by assenting in turn: for each run of two or more short assents
+    from different people, the line after it if someone else restates what was agreed (a
+    word of the proposal or the assents in common: "So the release code freeze is Thursday
+    at noon"), else the proposal before it."""
+    segs, out, i = t.segments, [], 0
+    while i < len(segs):
+        j = i
+        while j < len(segs) and _assents(segs[j].text):
+            j += 1
+        people = {segs[k].speaker for k in range(i, j)}
+        if j - i >= 2 and len(people) >= 2 and i > 0:
+            said = _topic_words(" ".join(segs[k].text for k in range(i - 1, j)))
+            if j < len(segs) and segs[j].speaker not in people and said & _topic_words(
+                    segs[j].text):
+                out.append(j)
+            else:
+                out.append(i - 1)
+        i = max(j, i + 1)
+    return out
+
+
+_FUNCTION = set(["that", "this", "with", "have", "will", "what", "then", "there", "they",
+                 "them", "from", "just", "okay", "yeah", "good", "fine", "works", "sure",
+                 "agree", "agreed", "happy", "sounds", "also", "well", "really", "would",
+                 "favour", "favor"])
+
+
+def _topic_words(text: str) -> set[str]:
+    return content_words(text) - _FUNCTION
+
+
 def decision_turns(t: SpeakerTranscript) -> list[int]:
-    """Segments where a sentence sounds like the group settling something."""
-    return [i for i, seg in enumerate(t.segments)
+    """Segments where a sentence sounds like the group settling something, and where the
+    group agreed by assenting in turn (:func:`consensus_turns`)."""
+    said = [i for i, seg in enumerate(t.segments)
             if any(settles(s) for s in split_sentences(seg.text))]
+    return sorted(set(said) | set(consensus_turns(t)))
 
 
 def decision_hints(t: SpeakerTranscript, limit: int = 20) -> list[str]:

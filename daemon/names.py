@@ -295,13 +295,12 @@ def gather_evidence(t: SpeakerTranscript, roster: list[str]) -> NameEvidence:
                     for spk, how in to:
                         ev.add(spk, name, 1.0 / len(to),
                                f"{how} by {seg.speaker} at {at}: {sent[:60]!r}")
-                    break
+                    continue
                 # A question at the end of a turn is answered by the person asked; a request
                 # ("X, please ...") often is not answered at once.
                 if next_spk and (last or question or request):
                     score = 2.0 if (last and question) else 1.0
                     ev.add(next_spk, name, score, f"addressed by {seg.speaker} at {at}: {sent[:60]!r}")
-                break
         # "I'll send the draft to Olivia" in a reply: often said to the person being answered.
         for m4 in _HANDED_TO.finditer(seg.text):
             if prev_spk and (name := _canon(m4.group(1), roster)):

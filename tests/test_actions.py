@@ -145,3 +145,15 @@ def test_running_the_meeting_is_not_a_task():
                     ("S1", "I'll write to the landlord this week.")], {"S0": "Eleanor Fair",
                                                                        "S1": "Victor Ade"})
     assert [(c.owner, c.commitments[0].turn) for c in task_cues(t)] == [("S1", 1)]
+
+
+def test_recapping_or_reading_out_is_running_the_meeting_not_a_task():
+    from daemon.minutes.actions import trivial
+
+    t = transcript([("S0", "Right, let me just run through what we've got, so nobody's surprised."),
+                    ("S1", "I'll read out the apologies first."),
+                    ("S2", "I'll go through the contract and flag anything odd.")],
+                   {"S0": "Beatrice Holloway", "S1": "Declan Ward", "S2": "Moira Callaghan"})
+    assert [c.owner for c in task_cues(t)] == ["S2"]
+    assert trivial("Read out Hillary Stanton's apologies") and trivial("Run through the list")
+    assert not trivial("Go through the contract and flag anything odd")

@@ -28,15 +28,21 @@ from daemon.text import split_sentences
 from daemon.types import SpeakerTranscript
 
 # "I'll be honest", "I'll see you next week", "I will start with the budget", "I shall put the
-# motion" (running the meeting): not tasks.
-_TRIVIAL = re.compile(
-    r"^(?:be\b|stay\b|see you|start\b|begin\b|stop\b|say\b|tell you\b|keep (?:it|this) short|"
-    r"hand (?:it )?(?:over|back)|pass (?:it )?(?:over|on)|let you\b|try to be brief|"
-    r"take (?:a|that) question|just say|leave it there|wrap up|go first|admit|bet\b|"
-    r"answer that|repeat that|get started|chair\b|take the chair|"
+# motion", "let me just run through what we've got" (running the meeting): not tasks.
+_RUNNING = (
+    r"(?:just |quickly |briefly )?(?:chair\b|take the chair|move on|wrap up|get started|"
     r"put (?:the|this|that|a) (?:motion|question|proposal|resolution)\b|take (?:a|the) vote\b|"
-    r"ask (?:you|everyone|everybody|people|the room) (?:to|for|if|whether)|keep (?:this|it) brief|"
-    r"move on)", re.I)
+    r"run through\b|go through what|recap\b|sum (?:it |this |things )?up\b|summari[sz]e\b|"
+    r"read out\b|read (?:the|her|his|their) apologies|share (?:my|the) screen|"
+    r"introduce (?:it|myself|the item|this item)\b|(?:open|close) the meeting|declare\b)")
+_TRIVIAL = re.compile(
+    r"^(?:just |quickly |briefly )?(?:be\b|stay\b|see you|start\b|begin\b|stop\b|say\b|"
+    r"tell you\b|keep (?:it|this) short|hand (?:it )?(?:over|back)|pass (?:it )?(?:over|on)|"
+    r"let you\b|try to be brief|take (?:a|that) question|just say|leave it there|go first|"
+    r"admit|bet\b|answer that|repeat that|"
+    r"ask (?:you|everyone|everybody|people|the room) (?:to|for|if|whether)|keep (?:this|it) brief)"
+    rf"|^{_RUNNING}", re.I)
+_RUNS_MEETING = re.compile(rf"^{_RUNNING}", re.I)
 _SELF = re.compile(
     r"\b(?:I(?:'ll| will| shall|'m going to| am going to|'d like to| would like to| can take| "
     r"can do| will take| volunteer to| plan to| can get| can have| can send| could take| "
@@ -104,6 +110,12 @@ _FIRM = re.compile(r"\b(?:I'll|I will|I shall|I'm going to|I am going to|I volun
 def firm(sentence: str) -> bool:
     return bool(_FIRM.search(sentence) or _SELF_SHORT.search(sentence)) and not (
         (m := _SELF.search(sentence)) and _TRIVIAL.match(m.group(1)))
+
+
+def trivial(task: str) -> bool:
+    """Whether a task, as the model wrote it, is running the meeting ("Run through what we've
+    got", "Read out the apologies", "Put the motion"), not something to do after it."""
+    return bool(_RUNS_MEETING.match(task.strip()))
 
 
 def own_words(sentence: str) -> str:

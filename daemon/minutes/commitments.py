@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, field_validator
 
-from daemon.minutes.actions import TaskCue, speaker_named
+from daemon.minutes.actions import TaskCue, speaker_named, trivial
 from daemon.minutes.evidence import best_sentence, content_words, overlap, quote
 from daemon.names import display_label
 from daemon.text import split_sentences
@@ -246,8 +246,8 @@ def resolve(t: SpeakerTranscript, c: Candidate, j: Judged) -> ActionItem | None:
     The owner must speak in the excerpt at or after the candidate's first line (saying they
     will, or answering the ask); the evidence is their line and the line that asked them.
     """
-    if not j.is_task(cued="cues" in c.sources) or not j.task:
-        return None
+    if not j.is_task(cued="cues" in c.sources) or not j.task or trivial(j.task):
+        return None  # not a task, or running the meeting ("Read out the apologies")
     lo, hi = excerpt_bounds(t, c)
     segs = t.segments
     owner = _speaker_of(t, j.owner)

@@ -157,3 +157,10 @@ def test_recapping_or_reading_out_is_running_the_meeting_not_a_task():
     assert [c.owner for c in task_cues(t)] == ["S2"]
     assert trivial("Read out Hillary Stanton's apologies") and trivial("Run through the list")
     assert not trivial("Go through the contract and flag anything odd")
+
+
+def test_wanting_to_know_something_asks_others_it_takes_nothing_on():
+    t = transcript([("S0", "On top, I think. But if there is a better price, I'd like to know that too."),
+                    ("S1", "Let me look into that with finance.")],
+                   {"S0": "Martin Kowalski", "S1": "Daniel Reyes"})
+    assert [c.owner for c in task_cues(t)] == ["S1"]

@@ -275,3 +275,20 @@ def test_an_acceptance_that_only_says_it_is_worded_from_what_it_answers():
     m = LLMMinutesWriter(chat, action_items="cues").write(t, facts(t))
     assert [a.task for a in m.action_items] == ["take it"]
     assert any("own words" in f.message for f in m.flags)
+
+
+def test_a_firm_promise_the_judge_calls_an_idea_is_still_a_task_a_hedged_one_is_not():
+    t = transcript([
+        ("S0", "Then, Priya, could you take the reviewer responses instead?"),
+        ("S2", "Sure, I can take that. I write the rebuttal and circulate it on Friday."),
+        ("S1", "Maybe I'll look at the old dashboard one day."),
+        ("S0", "Right."),
+    ], NAMES)
+    chat = RoutedChat(judge={
+        0: {"kind": "idea", "owner": "Priya Shah", "task": "take the reviewer responses",
+            "due": "Friday"},
+        2: {"kind": "idea", "owner": "Martin Kowalski", "task": "look at the old dashboard"}})
+    m = LLMMinutesWriter(chat, action_items="cues").write(t, facts(t))
+    assert [(a.owner, a.task) for a in m.action_items] == [
+        ("Priya Shah", "take the reviewer responses")]
+    assert check_minutes(m.to_json(), t.to_json()) == []

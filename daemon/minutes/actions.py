@@ -107,6 +107,16 @@ _FIRM = re.compile(r"\b(?:I'll|I will|I shall|I'm going to|I am going to|I volun
                    r"I can (?:get|have|send|take|do))\s+\w", re.I)
 
 
+# "I'd like to know that too", "I want to see the numbers": asking others for something, not
+# taking a task on.
+_WISH_TO_KNOW = re.compile(r"\bI(?:'d| would)? (?:like|love|want) to (?:know|see|hear|understand)\b",
+                           re.I)
+# A commitment said with a hedge or a condition is not firm ("Maybe I'll look at it", "If the
+# quotes allow it, I'll ...").
+_HEDGED = re.compile(r"\b(?:maybe|perhaps|might|if|probably|possibly|one day|at some point)\b",
+                     re.I)
+
+
 def firm(sentence: str) -> bool:
     return bool(_FIRM.search(sentence) or _SELF_SHORT.search(sentence)) and not (
         (m := _SELF.search(sentence)) and _TRIVIAL.match(m.group(1)))
@@ -116,6 +126,10 @@ def trivial(task: str) -> bool:
     """Whether a task, as the model wrote it, is running the meeting ("Run through what we've
     got", "Read out the apologies", "Put the motion"), not something to do after it."""
     return bool(_RUNS_MEETING.match(task.strip()))
+
+
+def unhedged(sentence: str) -> bool:
+    return not _HEDGED.search(sentence)
 
 
 def own_words(sentence: str) -> str:
@@ -165,7 +179,8 @@ def find_commitments(t: SpeakerTranscript) -> list[Commitment]:
                 continue
             if sent.rstrip().endswith("?"):
                 continue
-            if (m := _SELF.search(sent)) and not _TRIVIAL.match(m.group(1)):
+            if ((m := _SELF.search(sent)) and not _TRIVIAL.match(m.group(1))
+                    and not _WISH_TO_KNOW.search(sent)):
                 out.append(Commitment(seg.speaker, i, sent, "self"))
                 continue
             if _SELF_SHORT.search(sent):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ValidationError
 
 from daemon.errors import PermanentError
-from daemon.minutes.actions import firm, own_words, task_cues
+from daemon.minutes.actions import firm, own_words, task_cues, unhedged
 from daemon.minutes.commitments import (
     FIND_SYSTEM,
     JUDGE_SYSTEM,
@@ -354,6 +354,12 @@ class LLMMinutesWriter:
             got = self._ask(JUDGE_SYSTEM, judge_prompt(t, c), Judged,
                             max_new_tokens=min(200, self.max_new_tokens),
                             what="an action item")
+            if ((got.kind or "").lower() == "idea" and "cues" in c.sources
+                    and firm(c.task_hint) and unhedged(c.task_hint)):
+                # "Sure, I can take that", "I can get you that by Thursday": a firm promise,
+                # said without a hedge, is not an idea (the 1.5B judge often says so)
+                got = Judged(kind="task", owner=got.owner, line=got.line, due=got.due,
+                             task=got.task or own_words(c.task_hint))
             if got.is_task(cued=True) and "cues" in c.sources and not supported(
                     got.task, evidence_text(t, c)):
                 # one more look, told what was wrong, before the candidate is let go

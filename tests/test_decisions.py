@@ -244,3 +244,17 @@ def test_a_group_agreeing_in_turn_without_saying_agreed_is_heard():
     assert decision_turns(transcript([("S0", "Shall we get coffee?"), ("S1", "Sure."),
                                       ("S1", "Yes, good."), ("S2", "See you later."),
                                       ("S0", "Bye.")], NAMES)) == []
+
+
+def test_a_draft_decision_is_found_by_what_was_decided_not_by_its_framing():
+    turns = [("S0", "We can't do the roof and the toilets in one summer. The budget won't stretch."),
+             ("S1", "Then we choose. I think the toilets come first this summer, and the roof "
+                    "goes to the autumn."),
+             ("S2", "I'd rather do the roof, but I understand."),
+             ("S0", "One more thing, the fence was damaged in April.")]
+    # "The committee decided to ...": the framing words are not what the lines must say
+    draft = [{"text": "The committee decided to prioritise the toilets over the roof for the "
+                      "summer.", "line": 7}]
+    m, chat, _ = write(turns, by_line({1: {"kind": "decision"}}), draft)
+    assert any(asked_line(u) == 1 for k, u in chat.asked if k == "decide")
+    assert len(m.decisions) == 1 and "toilets" in m.decisions[0]

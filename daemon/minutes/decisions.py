@@ -53,17 +53,30 @@ class DecisionCandidate:
     sources: set[str] = field(default_factory=set)  # "model", "cues"
 
 
+# How minutes frame a decision ("The committee decided to ...", "The group agreed that ..."):
+# not what was decided, so not matched against what was said.
+_FRAMING = set(["group", "team", "committee", "board", "meeting", "everyone", "members",
+                "decided", "decide", "decision", "agreed", "agree", "agreement", "would",
+                "that", "will", "also"])
+
+
+def _share(text: str, sentence: str) -> float:
+    """Share of a draft decision's own words (its framing aside) that ``sentence`` has."""
+    words = content_words(text) - _FRAMING
+    return len(words & content_words(sentence)) / len(words) if words else 0.0
+
+
 def locate(t: SpeakerTranscript, d: DraftDecision) -> int | None:
     """The line a draft decision rests on: the one the model gave (or one next to it) if it
     shares the decision's words, else the best line anywhere if it shares more; else None."""
     n = len(t.segments)
     near = [] if d.line is None else [i for i in (d.line, d.line - 1, d.line + 1)
                                       if 0 <= i < n]
-    best = max(((overlap(d.text, best_sentence(t, i, d.text)), i) for i in near),
+    best = max(((_share(d.text, best_sentence(t, i, d.text)), i) for i in near),
                default=(0.0, -1))
     if best[0] >= DECISION_SUPPORT:
         return best[1]
-    anywhere = max(((overlap(d.text, best_sentence(t, i, d.text)), i) for i in range(n)),
+    anywhere = max(((_share(d.text, best_sentence(t, i, d.text)), i) for i in range(n)),
                    default=(0.0, -1))
     return anywhere[1] if anywhere[0] >= DECISION_SUPPORT_ANYWHERE else None
 

@@ -113,7 +113,7 @@ _WISH_TO_KNOW = re.compile(r"\bI(?:'d| would)? (?:like|love|want) to (?:know|see
                            re.I)
 # A commitment said with a hedge or a condition is not firm ("Maybe I'll look at it", "If the
 # quotes allow it, I'll ...").
-_HEDGED = re.compile(r"\b(?:maybe|perhaps|might|if|probably|possibly|one day|at some point)\b",
+_HEDGED = re.compile(r"\b(?:maybe|perhaps|might|if|unless|probably|possibly|one day|at some point)\b",
                      re.I)
 
 

@@ -258,3 +258,14 @@ def test_a_draft_decision_is_found_by_what_was_decided_not_by_its_framing():
     m, chat, _ = write(turns, by_line({1: {"kind": "decision"}}), draft)
     assert any(asked_line(u) == 1 for k, u in chat.asked if k == "decide")
     assert len(m.decisions) == 1 and "toilets" in m.decisions[0]
+
+
+def test_an_idea_floated_and_left_is_not_a_decision_even_when_the_draft_and_judge_say_so():
+    turns = [("S0", "Morning. Let's keep it to fifteen minutes, as always."),
+             ("S1", "It might be nice to automate the release notes one day."),
+             ("S0", "It would. Maybe next quarter. Right, that's everyone."),
+             ("S2", "Thanks all.")]
+    m, chat, t = write(turns, lambda user: {"kind": "decision"},
+                       [{"text": "The group decided to automate the release notes.", "line": 1}])
+    assert m.decisions == []
+    assert decision_turns(t) == []  # keeping the meeting short settles nothing

@@ -26,7 +26,7 @@ _DECIDED = re.compile(
     r"(?:motion|resolution|proposal) (?:is |was )?(?:carried|passed|approved|adopted)|"
     r"(?:put|second) the motion|the motion is|all in favou?r|show of hands|unanimous|"
     r"let's (?:go with|go ahead|do (?:it|that|this)|make (?:the|a) (?:call|decision)|"
-    r"stick with|settle on|keep it)|"
+    r"stick with|settle on|keep it(?! (?:short|brief|quick|to\b)))|"
     r"we(?:'ll| will|'re going to| are going to) (?:go with|go ahead|stick with|keep|drop|"
     r"park|switch)|we(?:'re| are) (?:going with|parking|dropping|sticking with|not going)|"
     r"(?:here's|here is) what we(?:'ll| will)? do|"

@@ -109,7 +109,8 @@ def candidates(t: SpeakerTranscript, draft: list[DraftDecision], cue_turns: list
     people = _first_names(t)
     ordered = sorted((c for c in by_turn.values() if "cues" in c.sources or (
         c.turn not in taken and not _personal(c.hint, people)
-        and not _asks_someone(t.segments[c.turn].text))), key=lambda c: c.turn)
+        and not _asks_someone(t.segments[c.turn].text)
+        and not _floated(t, c))), key=lambda c: c.turn)
     if len(ordered) > MAX_CANDIDATES:  # both sources first, then the model's, then cues
         rank = sorted(ordered, key=lambda c: (-len(c.sources), "model" not in c.sources,
                                               c.turn))
@@ -129,6 +130,23 @@ _ASKS = re.compile(r"\b([A-Z][a-z]+),\s+(?:you\b|(?:can|could|would|will) you\b|
 
 def _asks_someone(line: str) -> bool:
     return any(m.group(1).lower() not in NOT_NAMES for m in _ASKS.finditer(line))
+
+
+# An idea floated, not settled: "It might be nice to automate the release notes one day",
+# "the charity could open on Saturdays", "Maybe next quarter" (English; recall aside, the
+# model's reading is the path in other languages).
+_FLOATED = re.compile(r"\b(?:might|could|may wish|would be nice|maybe|perhaps|one day|"
+                      r"at some point|some day|someday|in the future)\b", re.I)
+
+
+def _floated(t: SpeakerTranscript, c: DecisionCandidate) -> bool:
+    """A draft decision whose line only floats the idea (its sentence saying it best is
+    hedged) and that nothing in the excerpt settles: a suggestion nobody took up."""
+    if not c.hint or not _FLOATED.search(best_sentence(t, c.turn, c.hint)):
+        return False
+    lo, hi = bounds(t, c)
+    return not any(settles(x) for i in range(c.turn, hi)
+                   for x in split_sentences(t.segments[i].text))
 
 
 def _personal(statement: str, people: set[str]) -> bool:

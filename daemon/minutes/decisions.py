@@ -135,13 +135,14 @@ def _asks_someone(line: str) -> bool:
 # An idea floated, not settled: "It might be nice to automate the release notes one day",
 # "the charity could open on Saturdays", "Maybe next quarter" (English; recall aside, the
 # model's reading is the path in other languages).
-_FLOATED = re.compile(r"\b(?:might|could|may wish|would be nice|maybe|perhaps|one day|"
-                      r"at some point|some day|someday|in the future)\b", re.I)
+_FLOATED = re.compile(r"\b(?:might|could|would|may wish|maybe|perhaps|one day|at some point|"
+                      r"some day|someday|in the future|if|suppose|were we to)\b|\?\s*$", re.I)
 
 
 def _floated(t: SpeakerTranscript, c: DecisionCandidate) -> bool:
     """A draft decision whose line only floats the idea (its sentence saying it best is
-    hedged) and that nothing in the excerpt settles: a suggestion nobody took up."""
+    hedged, conditional or a question) and that nothing in the excerpt settles: a suggestion
+    nobody took up ("Were we to open on Saturdays?")."""
     if not c.hint or not _FLOATED.search(best_sentence(t, c.turn, c.hint)):
         return False
     lo, hi = bounds(t, c)

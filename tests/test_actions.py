@@ -63,8 +63,9 @@ def test_soft_commitments_are_candidates_too():
         ("S0", "I sent the contract last week."),  # done already: no cue
         ("S1", "Count me in for the stall on Saturday."),
     ], NAMES)
+    # the permit was offered to the room and S1 answered: asked, and took it on
     assert [(c.owner, c.turn) for c in find_commitments(t)] == [
-        ("S1", 1), ("S2", 2), ("S1", 4)]
+        ("S1", 0), ("S1", 1), ("S2", 2), ("S1", 4)]
 
 
 class JudgeChat:
@@ -164,3 +165,19 @@ def test_wanting_to_know_something_asks_others_it_takes_nothing_on():
                     ("S1", "Let me look into that with finance.")],
                    {"S0": "Martin Kowalski", "S1": "Daniel Reyes"})
     assert [c.owner for c in task_cues(t)] == ["S1"]
+
+
+def test_a_task_offered_to_the_room_belongs_to_whoever_answers_it():
+    t = transcript([
+        ("S0", "Who can sort out the message? I've no idea how the phone system works."),
+        ("S1", "At once mine. The new phone message will be recorded and live by Monday."),
+        ("S2", "Does anyone know when the fridge was serviced?"),
+        ("S0", "No idea."),
+        ("S1", "Can somebody book the room?"),
+        ("S2", "Sorry, I'm away all week."),
+        ("S0", "Who could go home today?"),
+        ("S2", "I went through the list at seven. Three people are medically fit."),
+    ], NAMES)
+    # Whisper's "At once mine" is no pattern, but it answers the room's ask; a question
+    # about a fact, and an ask answered with a no, give nobody anything
+    assert [(c.owner, [x.turn for x in c.commitments]) for c in task_cues(t)] == [("S1", [0])]

@@ -230,8 +230,9 @@ def test_whoever_only_asked_did_not_take_the_task_on():
                2: {"kind": "task", "owner": "Martin Kowalski",
                    "task": "renew the staging certificate", "due": "today"}})
     m = LLMMinutesWriter(chat).write(t, facts(t))
-    assert [(a.owner, a.task) for a in m.action_items] == [
-        ("Martin Kowalski", "renew the staging certificate")]
+    # one item, Martin's: he answered the ask to the room and took it on
+    assert [a.owner for a in m.action_items] == ["Martin Kowalski"]
+    assert "staging certificate" in m.action_items[0].task
     assert check_minutes(m.to_json(), t.to_json()) == []
 
 

@@ -60,9 +60,20 @@ _ASK_NAMED = re.compile(
 _ASK_END_NAMED = re.compile(r"^(?:(?:can|could|would|will) you|please)\b(.{4,}?),\s*([A-Z][a-z]+)\s*[?.!]*$",
                             re.I)
 _ASK_OPEN = re.compile(r"^(?:(?:can|could|would|will) you|please)\b\s*(.{4,})", re.I)
+# A task offered to the room: "Who can sort out the message?", "Can somebody deal with that?",
+# "Does anyone want to take the minutes?". Whoever answers next for themself, not asking back
+# or saying no, may have taken it ("That one's mine", or Whisper's "At once mine").
+_ASK_ROOM = re.compile(r"^(?:\w+,?\s+)?(?:who(?:'s| is)? (?:can|could|will|wants to|is going to|"
+                       r"happy to|able to)|(?:can|could|will|would) (?:someone|somebody|anyone|"
+                       r"anybody)|does (?:anyone|anybody) want to|is (?:anyone|anybody) able to)"
+                       r"\b\s*(.{4,})", re.I)
 # "Can you all hear me?" answered "Yes": a check of the line, not a task.
 _ASK_TRIVIAL = re.compile(r"^(?:can|could) you (?:all |both )?(?:hear|see) (?:me|us|my|the screen)"
                           r"|^(?:can|could) you repeat|^(?:can|could) you say that again", re.I)
+# An answer to the room that speaks for oneself ("mine", "I'll", "leave it with me").
+_FIRST_PERSON = re.compile(r"\b(?:mine|me|I'll|I will|I can|I could|I've got|I'm on|on it|will do)\b",
+                           re.I)
+_REFUSES = re.compile(r"^\W*(?:no\b|not me|i can't|i cannot|i won't|sorry|i'd rather not)", re.I)
 _ACCEPT = re.compile(
     r"^(?:yes|yeah|yep|sure|ok(?:ay)?|of course|will do|absolutely|definitely|understood|"
     r"no problem|happy to|sounds good|on it|i can|i will|i'll|consider it done)\b", re.I)
@@ -157,7 +168,10 @@ def find_commitments(t: SpeakerTranscript) -> list[Commitment]:
         if pending_open is not None:
             j, sent = pending_open
             pending_open = None
-            if sents and _ACCEPT.match(sents[0]):
+            room = bool(_ASK_ROOM.match(sent))
+            if sents and (_ACCEPT.match(sents[0]) or (
+                    room and not sents[0].rstrip().endswith("?") and not _REFUSES.match(sents[0])
+                    and _FIRST_PERSON.search(" ".join(sents[:2])))):
                 out.append(Commitment(seg.speaker, j, sent, "asked"))
         for k, sent in enumerate(sents):
             if m := _ASK_NAMED.search(sent):
@@ -174,7 +188,8 @@ def find_commitments(t: SpeakerTranscript) -> list[Commitment]:
                 continue
             if _ASK_TRIVIAL.match(sent):
                 continue
-            if _ASK_OPEN.match(sent) and k == len(sents) - 1 and next_i is not None:
+            if next_i is not None and ((_ASK_OPEN.match(sent) and k == len(sents) - 1) or (
+                    _ASK_ROOM.match(sent) and k >= len(sents) - 2)):
                 pending_open = (i, sent)
                 continue
             if sent.rstrip().endswith("?"):

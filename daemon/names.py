@@ -73,6 +73,7 @@ _ADDRESS_END = re.compile(rf",\s*{_NAME}\s*[?.!]*$")
 # "Aaron Whitlock?" / "Item two. Mister Adeyemi.": a sentence that is only a name hands the
 # floor to that person.
 _BARE = re.compile(rf"^{_NAME}\s*[?.!]*$")
+_SHORT_FLOOR = re.compile(rf"^{_TITLE}?({_WORD})(?:\s+[\w'-]+){{1,2}}\s*[?.!]$")
 # "Frank Doyle, site manager." / "Frank here.": a turn opening with the speaker's own name.
 _OWN_NAME_FIRST = re.compile(rf"^(?:(?i:hi|hello|yes|morning|evening)[,.]?\s+)?{_NAME}"
                              rf"(?:\s*,\s*(?P<role>[^?]*)|\s+(?i:here)\b[^?]*)$")
@@ -272,6 +273,14 @@ def gather_evidence(t: SpeakerTranscript, roster: list[str]) -> NameEvidence:
             if bare and last and next_spk and (name := _canon_run(bare.group(1), roster)) \
                     and (roster or name.split()[0] in proper):
                 ev.add(next_spk, name, 2.0, f"given the floor by {seg.speaker} at {at}: "
+                                            f"{sent[:60]!r}")
+                continue
+            # "Aaron with lock." (Whisper's "Aaron Whitlock?"): a roster name opening the very
+            # last, very short sentence of a turn probably hands over too (+1)
+            short = _SHORT_FLOOR.match(sent)
+            if (roster and short and k == len(sents) - 1 and next_spk
+                    and (name := _canon(short.group(1), roster))):
+                ev.add(next_spk, name, 1.0, f"given the floor by {seg.speaker} at {at}: "
                                             f"{sent[:60]!r}")
                 continue
             for rx in (_ADDRESS_START, _ADDRESS_MID, _ADDRESS_END):

@@ -245,3 +245,14 @@ def test_a_name_whisper_spelled_by_its_sound_is_that_roster_person_only_when_wri
     names, _ = assign_names(t, roster)
     assert names.get("S1") == "Jun Tanaka"  # "Jen" is written as a name, and sounds as Jun
     assert "Chris Wood" not in names.values()  # "Cheers" sounds alike, but is not a name
+
+
+def test_a_roster_name_opening_a_very_short_last_sentence_hands_over():
+    roster = ["Hugo Brandt", "Aaron Whitlock", "Zainab Okoro"]
+    t = transcript([("S0", "I'm Hugo. Sounds good. Any blockers? Aaron with lock."),  # Whisper
+                    ("S1", "Yeah. I upgraded the database driver."),
+                    ("S0", "Thanks. And Sam said so."),  # not a roster name: nothing
+                    ("S2", "Right.")])
+    names, _ = assign_names(t, roster)
+    assert names.get("S1") == "Aaron Whitlock"
+    assert assign_names(t)[0].get("S1") is None  # without a roster, too weak to name anyone

@@ -249,7 +249,7 @@ def test_a_group_agreeing_in_turn_without_saying_agreed_is_heard():
 def test_a_draft_decision_is_found_by_what_was_decided_not_by_its_framing():
     turns = [("S0", "We can't do the roof and the toilets in one summer. The budget won't stretch."),
              ("S1", "Then we choose. I think the toilets come first this summer, and the roof "
-                    "goes to the autumn."),
+                    "goes to the autumn if the quotes allow it."),
              ("S2", "I'd rather do the roof, but I understand."),
              ("S0", "One more thing, the fence was damaged in April.")]
     # "The committee decided to ...": the framing words are not what the lines must say

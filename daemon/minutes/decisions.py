@@ -135,8 +135,9 @@ def _asks_someone(line: str) -> bool:
 # An idea floated, not settled: "It might be nice to automate the release notes one day",
 # "the charity could open on Saturdays", "Maybe next quarter" (English; recall aside, the
 # model's reading is the path in other languages).
-_FLOATED = re.compile(r"\b(?:might|could|would|may wish|maybe|perhaps|one day|at some point|"
-                      r"some day|someday|in the future|if|suppose|were we to)\b|\?\s*$", re.I)
+_FLOATED = re.compile(r"\b(?:might|could|would be nice|may wish|maybe|perhaps|one day|"
+                      r"at some point|some day|someday|in the future|suppose|were we to)\b|"
+                      r"\?\s*$", re.I)
 
 
 def _floated(t: SpeakerTranscript, c: DecisionCandidate) -> bool:

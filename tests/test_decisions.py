@@ -269,3 +269,11 @@ def test_an_idea_floated_and_left_is_not_a_decision_even_when_the_draft_and_judg
                        [{"text": "The group decided to automate the release notes.", "line": 1}])
     assert m.decisions == []
     assert decision_turns(t) == []  # keeping the meeting short settles nothing
+
+
+def test_assents_to_a_question_of_fact_or_before_a_new_topic_decide_nothing():
+    turns = [("S0", "Simon, the map in the council pack is the final one, isn't it?"),
+             ("S1", "Yes, that one's final."),
+             ("S0", "Okay, good. Owen, volunteers."),
+             ("S2", "Right. Volunteers. The short version is we don't have enough.")]
+    assert decision_turns(transcript(turns, NAMES)) == []

@@ -74,9 +74,10 @@ def _assents(text: str) -> bool:
 
 def consensus_turns(t: SpeakerTranscript) -> list[int]:
     """Where a group agreed by assenting in turn: for each run of two or more short assents
-    from different people, the line after it if someone else restates what was agreed (a
-    word of the proposal or the assents in common: "So the release code freeze is Thursday
-    at noon"), else the proposal before it."""
+    from different people, the line after it if someone else restates what was proposed (a
+    word of the proposal in common: "So the release code freeze is Thursday at noon"), else
+    the proposal before it. The assents' words do not count: "Okay, good. Owen, volunteers."
+    moves on, and the next line is a new topic."""
     segs, out, i = t.segments, [], 0
     while i < len(segs):
         j = i
@@ -84,11 +85,11 @@ def consensus_turns(t: SpeakerTranscript) -> list[int]:
             j += 1
         people = {segs[k].speaker for k in range(i, j)}
         if j - i >= 2 and len(people) >= 2 and i > 0:
-            said = _topic_words(" ".join(segs[k].text for k in range(i - 1, j)))
-            if j < len(segs) and segs[j].speaker not in people and said & _topic_words(
+            proposed = _topic_words(segs[i - 1].text)
+            if j < len(segs) and segs[j].speaker not in people and proposed & _topic_words(
                     segs[j].text):
                 out.append(j)
-            else:
+            elif not segs[i - 1].text.rstrip().endswith("?"):  # a question confirmed is a fact
                 out.append(i - 1)
         i = max(j, i + 1)
     return out

@@ -293,3 +293,19 @@ def test_a_firm_promise_the_judge_calls_an_idea_is_still_a_task_a_hedged_one_is_
     assert [(a.owner, a.task) for a in m.action_items] == [
         ("Priya Shah", "take the reviewer responses")]
     assert check_minutes(m.to_json(), t.to_json()) == []
+
+
+def test_a_proposed_task_on_a_line_the_transcript_lacks_goes_to_the_line_that_says_it():
+    # the diarizer made one long turn of three people's talk; the model numbered its sentences
+    t = transcript([
+        ("S0", "Hola a todos. Yo reservo el autobús para el sábado catorce. Y la comida también."),
+        ("S0", "Muy bien, hasta luego."),
+    ], {"S0": "Marta Delgado"})
+    chat = RoutedChat(find=lambda u: {"items": [
+        {"line": 7, "who": "Marta Delgado", "task": "reservar el autobús para el sábado"},
+        {"line": 9, "who": "Marta Delgado", "task": "llamar al museo del Prado"}]},
+        judge={0: {"kind": "task", "owner": "Marta Delgado",
+                   "task": "reservar el autobús para el sábado", "due": "el sábado catorce"}})
+    m = LLMMinutesWriter(chat).write(t, facts(t))
+    assert [(a.owner, a.evidence[0].turn) for a in m.action_items] == [("Marta Delgado", 0)]
+    assert check_minutes(m.to_json(), t.to_json()) == []

@@ -96,6 +96,11 @@ class WriterStats:
         return self.new_tokens / self.seconds if self.seconds else 0.0
 
 
+# Share of a proposed task's words a line must say for the task to be put on that line when the
+# model gave a line number the transcript part does not have.
+RELOCATE = 0.5
+
+
 class LLMMinutesWriter:
     """MinutesWriter over any ChatModel (local transformers, or an OpenAI-compatible server).
 
@@ -332,7 +337,16 @@ class LLMMinutesWriter:
                                     f"{hms(t.segments[lo].start)} on gave no valid answer: "
                                     "action items there come from the cue patterns only")
                 continue
-            out += [p for p in got.items if lo <= p.line < hi]
+            for p in got.items:
+                if not lo <= p.line < hi:
+                    # a line number the part does not have (a long turn read as many lines):
+                    # the line that says the task, if one says it clearly, else let go
+                    best = max(((overlap(p.task, t.segments[i].text), i) for i in range(lo, hi)),
+                               default=(0.0, -1))
+                    if best[0] < RELOCATE:
+                        continue
+                    p = p.model_copy(update={"line": best[1]})
+                out.append(p)
         return out
 
     def action_items_for(self, t: SpeakerTranscript, facts: MeetingFacts) -> list[ActionItem]:

@@ -277,3 +277,16 @@ def test_assents_to_a_question_of_fact_or_before_a_new_topic_decide_nothing():
              ("S0", "Okay, good. Owen, volunteers."),
              ("S2", "Right. Volunteers. The short version is we don't have enough.")]
     assert decision_turns(transcript(turns, NAMES)) == []
+
+
+def test_agreed_then_a_task_settles_the_proposal_before_it_not_the_task():
+    turns = [("S1", "Do we close the bay?"),
+             ("S0", "Not yet. Here's what we'll do. He stays in the side room, with isolation, "
+                    "and we keep the side room for norovirus only."),
+             ("S1", "Agreed. I'll let infection control know that's the plan."),
+             ("S2", "Does that mean no physio in the side room?")]
+    # the 1.5B draft copied the hint ("Name: sentence") and the judge took it for a decision
+    m, chat, _ = write(turns, by_line({2: {"kind": "decision"}}), [
+        {"text": "Peter Walsh: I'll let infection control know that's the plan.", "line": 2}])
+    assert m.decisions == ["He stays in the side room, with isolation, and we keep the side room "
+                           "for norovirus only."]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from daemon.minutes.actions import firm
 from daemon.minutes.commitments import numbered_lines
 from daemon.minutes.cues import points_back, settles
 from daemon.minutes.evidence import best_sentence, content_words, overlap, quote
@@ -187,7 +188,16 @@ def resolve(t: SpeakerTranscript, c: DecisionCandidate, written: str | None
     lo, hi = bounds(t, c)
     said = " ".join(t.segments[i].text for i in range(lo, c.turn + 1))
     names = _name_words(t)
-    own = settled_sentences(t, c.turn)
+    # "Agreed. I'll let infection control know that's the plan.": what the speaker then takes
+    # on is their task, not what was settled
+    full = settled_sentences(t, c.turn)
+    own = " ".join(x for x in split_sentences(full) if not firm(x))
+    if (own != full and own and _settles_in(t, c.turn) and len(content_words(own) - names) < 2
+            and (prop := _proposal(t, c.turn, lo, own, names)) is not None):
+        own = " ".join(x.strip() for x in _stated(t, prop) if len(content_words(x)) >= 2)
+        if own:  # "Agreed." settles the proposal before it: that is the decision
+            return own, [quote(t, prop, best_sentence(t, prop, own)),
+                         quote(t, c.turn, _settling_sentence(t, c.turn))]
     if len(content_words(own) - names) < 2:
         own = ""  # "Agreed." alone: the decision is the line it answers
     # Where the speaker's settling sentence was heard, their words are the decision (a

@@ -309,3 +309,16 @@ def test_a_proposed_task_on_a_line_the_transcript_lacks_goes_to_the_line_that_sa
     m = LLMMinutesWriter(chat).write(t, facts(t))
     assert [(a.owner, a.evidence[0].turn) for a in m.action_items] == [("Marta Delgado", 0)]
     assert check_minutes(m.to_json(), t.to_json()) == []
+
+
+def test_a_commitment_reported_of_someone_absent_is_nobodys_task_here():
+    t = transcript([
+        ("S0", "Any news on the scans?"),
+        ("S2", "Since last night, yes. Radiology says they'll clear the backlog by tomorrow."),
+        ("S1", "Good."),
+    ], NAMES)
+    chat = RoutedChat(find=lambda u: {"items": [
+        {"line": 1, "who": "Priya Shah", "task": "Radiology will clear the backlog by tomorrow"}]},
+        judge={1: {"kind": "task", "owner": "Priya Shah",
+                   "task": "Radiology will clear the backlog by tomorrow", "due": "tomorrow"}})
+    assert LLMMinutesWriter(chat).write(t, facts(t)).action_items == []

@@ -296,10 +296,26 @@ def resolve(t: SpeakerTranscript, c: Candidate, j: Judged) -> ActionItem | None:
     weak = accept is None  # e.g. "Sam will send it" and Sam never answers
     if weak:
         how = "model" if "cues" not in c.sources else how
+    if _someone_elses(j.task, display_label(t, owner)):
+        return None  # "Radiology will clear the backlog": reported, not taken on here
     due = j.due if j.due and overlap(j.due, said) > 0 or (j.due and j.due.lower() in
                                                             said.lower()) else None
     return ActionItem(owner=display_label(t, owner), task=j.task, due=due, evidence=quotes,
                       how=how, weak=weak)
+
+
+# A task the model wrote as a statement about someone else ("Radiology will clear the
+# backlog by tomorrow", "The council says they'll send it"): another's commitment, reported.
+_REPORTED = re.compile(r"^(?:the\s+)?([A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*)\s+(?:will|'ll|is going to|"
+                       r"are going to|says|said|promised)\b")
+
+
+def _someone_elses(task: str, owner: str) -> bool:
+    m = _REPORTED.match(task.strip())
+    if not m:
+        return False
+    subject = {w.lower() for w in m.group(1).split()}
+    return not subject & {w.lower() for w in owner.split()} and not subject & {"i", "we"}
 
 
 # An answer that declines (English; the model's "refused" is the path in any language).

@@ -290,3 +290,16 @@ def test_agreed_then_a_task_settles_the_proposal_before_it_not_the_task():
         {"text": "Peter Walsh: I'll let infection control know that's the plan.", "line": 2}])
     assert m.decisions == ["He stays in the side room, with isolation, and we keep the side room "
                            "for norovirus only."]
+
+
+def test_a_motion_carried_is_the_vote_on_the_motion_not_a_second_decision():
+    turns = [("S0", "Then I shall put the motion. That the charity enters into a three year lease "
+                    "of the warehouse unit on Dock Road. All in favour?"),
+             ("S1", "In favour."),
+             ("S2", "In favour."),
+             ("S0", "The motion is carried, with one abstention. I shall write to the landlord."),
+             ("S1", "Noted, Chair.")]
+    m, chat, _ = write(turns, lambda user: {"kind": "decision"})
+    assert m.decisions == ["Then I shall put the motion. That the charity enters into a three "
+                           "year lease of the warehouse unit on Dock Road."]
+    assert [q.turn for q in m.decision_evidence[0]] == [0, 3]

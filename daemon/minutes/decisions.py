@@ -283,3 +283,25 @@ def settled_sentences(t: SpeakerTranscript, turn: int, most: int = 3) -> str:
 
 def same_decision(a: str, b: str) -> bool:
     return overlap(a, b) >= SAME_DECISION or overlap(b, a) >= SAME_DECISION
+
+
+# "The motion is carried, with one abstention": the outcome of the vote on the motion put a few
+# lines before, not a second decision.
+_CARRIED = re.compile(r"\b(?:motion|resolution|proposal)\s+(?:is\s+|was\s+|has\s+been\s+)?"
+                      r"(?:carried|passed|adopted|approved)\b", re.I)
+_MOTION = re.compile(r"\b(?:motion|resolution|proposal)\b", re.I)
+VOTE_LINES = 8  # a motion and its result are this close
+
+
+def carried_motion(kept: list[tuple[str, list[Quote]]], new: tuple[str, list[Quote]]
+                   ) -> tuple[str, list[Quote]] | None:
+    """The decision kept before whose motion ``new`` only says was carried, if any."""
+    text, quotes = new
+    if not _CARRIED.search(text) or not quotes:
+        return None
+    turn = min(q.turn for q in quotes)
+    for k in reversed(kept):
+        last = max((q.turn for q in k[1]), default=-1)
+        if 0 <= turn - last <= VOTE_LINES and _MOTION.search(k[0]):
+            return k
+    return None

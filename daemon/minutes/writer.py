@@ -45,7 +45,7 @@ from daemon.minutes.commitments import (
     supported,
 )
 from daemon.minutes.cues import decision_hints, decision_turns
-from daemon.minutes.decisions import SAME_PLACE, decide_prompt, same_decision
+from daemon.minutes.decisions import SAME_PLACE, carried_motion, decide_prompt, same_decision
 from daemon.minutes.decisions import candidates as decision_candidates
 from daemon.minutes.decisions import resolve as resolve_decision
 from daemon.minutes.evidence import overlap
@@ -317,6 +317,9 @@ class LLMMinutesWriter:
                 self.repairs.append(f"dropped: a decision whose wording the transcript does "
                                     f"not support ({(got.decision or c.hint)[:120]!r})")
                 continue
+            if (k := carried_motion(kept, r)) is not None:
+                k[1].extend(q for q in r[1] if q.turn not in {x.turn for x in k[1]})
+                continue  # "The motion is carried": the vote on the motion just put
             if not any(same_decision(r[0], k[0]) for k in kept):
                 kept.append(r)
         return [k[0] for k in kept], [k[1] for k in kept]

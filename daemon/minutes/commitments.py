@@ -277,11 +277,7 @@ def resolve(t: SpeakerTranscript, c: Candidate, j: Judged) -> ActionItem | None:
     evidence_turns = sorted(set(own) | ({asked[-1]} if asked else set()))
     if not evidence_turns:
         return None
-    said = " ".join(segs[i].text for i in evidence_turns)
-    if len(content_words(" ".join(segs[i].text for i in own))) < CONTENTLESS:
-        # "Sure, I'll take it": what "it" is was said just before the ask
-        said = " ".join(segs[i].text for i in range(max(lo, evidence_turns[0] - 2),
-                                                    evidence_turns[0])) + " " + said
+    said = _with_context(t, evidence_turns, own, lo)
     if not supported(j.task, said):
         return None  # the task is not what these lines say: the model read it elsewhere
     how = "took it on"
@@ -342,11 +338,18 @@ def supported(task: str, said: str) -> bool:
 def evidence_text(t: SpeakerTranscript, c: Candidate) -> str:
     """What the candidate's lines say, and when its owner's words alone do not say what the
     task is ("Sure, I'll take it"), the two lines before them too."""
+    own = [i for i in c.turns if c.owner is None or t.segments[i].speaker == c.owner]
+    return _with_context(t, c.turns, own, 0)
+
+
+def _with_context(t: SpeakerTranscript, turns: list[int], own: list[int], lo: int) -> str:
+    """The text of ``turns``; when the owner's lines (``own``) are too few words to say what
+    the task is ("Sure, I'll take it"), the two lines before them (from ``lo`` on) first."""
     segs = t.segments
-    said = " ".join(segs[i].text for i in c.turns)
-    own = [i for i in c.turns if c.owner is None or segs[i].speaker == c.owner]
+    said = " ".join(segs[i].text for i in turns)
     if len(content_words(" ".join(segs[i].text for i in own))) < CONTENTLESS:
-        said = " ".join(segs[i].text for i in range(max(0, c.first - 2), c.first)) + " " + said
+        first = min(turns)
+        said = " ".join(segs[i].text for i in range(max(lo, first - 2), first)) + " " + said
     return said
 
 

@@ -192,12 +192,11 @@ def resolve(t: SpeakerTranscript, c: DecisionCandidate, written: str | None
     # on is their task, not what was settled
     full = settled_sentences(t, c.turn)
     own = " ".join(x for x in split_sentences(full) if not firm(x))
+    # "Agreed." settles the proposal before it: that is the decision
     if (own != full and own and _settles_in(t, c.turn) and len(content_words(own) - names) < 2
-            and (prop := _proposal(t, c.turn, lo, own, names)) is not None):
-        own = " ".join(x.strip() for x in _stated(t, prop) if len(content_words(x)) >= 2)
-        if own:  # "Agreed." settles the proposal before it: that is the decision
-            return own, [quote(t, prop, best_sentence(t, prop, own)),
-                         quote(t, c.turn, _settling_sentence(t, c.turn))]
+            and (prop := _proposal(t, c.turn, lo, own, names)) is not None
+            and (settled := _settled_proposal(t, c.turn, prop))[0]):
+        return settled
     if len(content_words(own) - names) < 2:
         own = ""  # "Agreed." alone: the decision is the line it answers
     # Where the speaker's settling sentence was heard, their words are the decision (a
@@ -206,9 +205,7 @@ def resolve(t: SpeakerTranscript, c: DecisionCandidate, written: str | None
         (x.strip() for x in (written, c.hint) if x and _says(x, said, names)), None) or own
     if text and text == own and (prop := _proposal(t, c.turn, lo, own, names)) is not None:
         # "Good, that's settled then." settles the proposal before it: that is the decision
-        text = " ".join(x.strip() for x in _stated(t, prop) if len(content_words(x)) >= 2)
-        return text, [quote(t, prop, best_sentence(t, prop, text)),
-                      quote(t, c.turn, _settling_sentence(t, c.turn))]
+        return _settled_proposal(t, c.turn, prop)
     if not text:
         return None
     # Evidence: the marked line's sentence that says it best, and any other line of the
@@ -221,6 +218,14 @@ def resolve(t: SpeakerTranscript, c: DecisionCandidate, written: str | None
         turns.add(scored[0][1])
     quotes = [quote(t, i, best_sentence(t, i, text)) for i in sorted(turns)]
     return text, quotes
+
+
+def _settled_proposal(t: SpeakerTranscript, turn: int, prop: int) -> tuple[str, list[Quote]]:
+    """The proposal at line ``prop`` as the decision settled at ``turn``, and its evidence:
+    the proposal's sentence and the settling one."""
+    text = " ".join(x.strip() for x in _stated(t, prop) if len(content_words(x)) >= 2)
+    return text, [quote(t, prop, best_sentence(t, prop, text)),
+                  quote(t, turn, _settling_sentence(t, turn))]
 
 
 def _settling_sentence(t: SpeakerTranscript, turn: int) -> str:
